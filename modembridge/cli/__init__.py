@@ -1,0 +1,11 @@
+"""The ``modembridge`` command: one click group, one module a sub-command."""
+
+import click
+
+from modembridge import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="modembridge")
+def main() -> None:
+    """Drive SIM7600 and EC20 modules and bridge them to a relay."""

@@ -1,0 +1,1 @@
+"""pytest plugin: fixtures and options for hardware-in-the-loop tests."""
