@@ -1,0 +1,372 @@
+"""The card side of the relay protocol, over any byte pipe.
+
+A card connects by offering version 2 (``'proto':2``). A version 2 relay answers with
+one JSON line, and from then on every byte it sends is one JSON object per line:
+acknowledgements that carry our request ids, errors, deliveries with their sender,
+heartbeats, pongs. A version 1 relay ignores the offer and answers
+``connect_success``; the client then speaks version 1 by itself.
+
+Version 1 replies carry no delimiter, so that mode reads them as well as it can: it
+looks for the relay's fixed words (``send_success``, ``<card> not connect``,
+``wrong format``, ``heartbeat``) and treats every other byte as delivered data.
+Limitation: a delivered message that contains one of those words is split around it
+and the word is taken for a reply; two messages that arrive together are one delivery;
+and there is no sender. Replies to sends are matched to requests in the order the sends
+were written, which is the order a version 1 relay answers in.
+
+The two decoders are plain classes fed bytes (no I/O); ``RelayClient`` drives them
+over a ``BytePipe``. Bytes from the relay that break the framing raise
+``RelayProtocolError``, never anything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import collections
+import json
+import logging
+import re
+from dataclasses import dataclass
+
+from modembridge.errors import ModemError, ModemTimeout, RelayRefused
+from modembridge.pipe import BytePipe
+
+_LOGGER = logging.getLogger(__name__)
+
+MAX_LINE = 256 * 1024
+"""Longest version 2 line we buffer: a 64 KiB message in base64 plus its envelope."""
+
+V1_WORDS = (b"connect_success", b"send_success", b"wrong format", b"heartbeat")
+V1_HEARTBEAT_SPELLINGS = (b"heartbeat", b"heartBeat")
+
+_V1_HOLD_SECONDS = 0.2
+"""How long a version 1 tail that may start a relay word waits for the rest."""
+
+
+class RelayProtocolError(ModemError):
+    """The relay sent bytes that break the protocol's framing."""
+
+    def __init__(self, message: str, data: bytes = b"") -> None:
+        super().__init__(message)
+        self.data = data
+
+
+class RelayClosed(ModemError):
+    """The connection to the relay ended."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Bytes another card sent us; ``sender`` is None on a version 1 relay."""
+
+    sender: str | None
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Ack:
+    """The relay accepted the send with this request id."""
+
+    request_id: int
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """The relay refused the send with this request id (target absent, bad format)."""
+
+    request_id: int
+    reason: str
+    target: str | None = None
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """The relay's keep-alive; ``sent_at`` is its Unix time when it told us."""
+
+    sent_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Pong:
+    """The relay's answer to a ping."""
+
+
+RelayEvent = Delivery | Ack | Refusal | Heartbeat | Pong
+
+
+class V1Decoder:
+    """Turns the undelimited replies of a version 1 relay into events, best effort."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._pending: collections.deque[tuple[int, str]] = collections.deque()
+
+    def expect_reply(self, request_id: int, target: str) -> None:
+        """Note a send just written: its reply is the next one the relay gives."""
+        self._pending.append((request_id, target))
+
+    @property
+    def holding(self) -> bool:
+        """Whether a tail is held back because it may start a relay word."""
+        return bool(self._buffer)
+
+    def feed(self, data: bytes) -> list[RelayEvent]:
+        """Events for these bytes; a tail that may start a relay word is held back."""
+        self._buffer += data
+        events: list[RelayEvent] = []
+        while (found := self._next_word()) is not None:
+            start, end = found
+            if start:
+                events.append(Delivery(None, self._buffer[:start]))
+            word = self._buffer[start:end]
+            self._buffer = self._buffer[end:]
+            events.extend(self._word_received(word))
+
+        keep = self._undecided_tail()
+        if len(self._buffer) > keep:
+            events.append(Delivery(None, self._buffer[: len(self._buffer) - keep]))
+            self._buffer = self._buffer[len(self._buffer) - keep :]
+        return events
+
+    def flush(self) -> list[RelayEvent]:
+        """The held-back tail as data, once no more bytes came to complete a word."""
+        data, self._buffer = self._buffer, b""
+        return [Delivery(None, data)] if data else []
+
+    def _words(self) -> list[bytes]:
+        words = [*V1_WORDS, b"heartBeat"]
+        if self._pending:
+            words.append(self._pending[0][1].encode() + b" not connect")
+        return words
+
+    def _next_word(self) -> tuple[int, int] | None:
+        best: tuple[int, int] | None = None
+        for word in self._words():
+            at = self._buffer.find(word)
+            if at >= 0 and (best is None or at < best[0]):
+                best = (at, at + len(word))
+        return best
+
+    def _undecided_tail(self) -> int:
+        longest = 0
+        for word in self._words():
+            for size in range(min(len(word) - 1, len(self._buffer)), longest, -1):
+                if self._buffer.endswith(word[:size]):
+                    longest = size
+                    break
+        return longest
+
+    def _word_received(self, word: bytes) -> list[RelayEvent]:
+        if word in V1_HEARTBEAT_SPELLINGS:
+            return [Heartbeat()]
+        if word == b"connect_success" or not self._pending:
+            # A late connect reply, or a reply to nothing we sent: nothing to match.
+            return []
+        request_id, target = self._pending.popleft()
+        if word == b"send_success":
+            return [Ack(request_id)]
+        reason = "not connected" if word.endswith(b"not connect") else word.decode()
+        return [Refusal(request_id, reason, target)]
+
+
+class V2Decoder:
+    """Turns the JSON lines of a version 2 relay into events."""
+
+    def __init__(self, max_line: int = MAX_LINE) -> None:
+        self._buffer = b""
+        self._max_line = max_line
+
+    def feed(self, data: bytes) -> list[RelayEvent]:
+        """Events for every whole line in these bytes; raises RelayProtocolError."""
+        self._buffer += data
+        events: list[RelayEvent] = []
+        while (end := self._buffer.find(b"\n")) >= 0:
+            line, self._buffer = self._buffer[:end], self._buffer[end + 1 :]
+            if event := maybe_event(line.strip()):
+                events.append(event)
+        if len(self._buffer) > self._max_line:
+            self._buffer = b""
+            raise RelayProtocolError(f"relay line longer than {self._max_line} bytes")
+        return events
+
+
+def maybe_event(line: bytes) -> RelayEvent | None:
+    """The event one version 2 line carries; None for blank lines and unknown kinds."""
+    if not line:
+        return None
+    try:
+        obj = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RelayProtocolError("relay line is not JSON", line[:80]) from exc
+    if not isinstance(obj, dict):
+        raise RelayProtocolError("relay line is not a JSON object", line[:80])
+    try:
+        return _event_of(obj)
+    except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+        raise RelayProtocolError(f"relay object malformed: {exc}", line[:80]) from exc
+
+
+def _event_of(obj: dict[str, object]) -> RelayEvent | None:
+    if "heartbeat" in obj:
+        sent_at = obj["heartbeat"]
+        return Heartbeat(float(sent_at) if isinstance(sent_at, int | float) else None)
+    if "from" in obj:
+        return Delivery(str(obj["from"]), _payload_of(obj))
+    if "pong" in obj or obj.get("ok") == "ping":
+        return Pong()
+    if "error" in obj:
+        target = obj.get("to")
+        return Refusal(
+            _request_id(obj), str(obj["error"]), None if target is None else str(target)
+        )
+    if obj.get("ok") == "send":
+        return Ack(_request_id(obj))
+    return None
+
+
+def _payload_of(obj: dict[str, object]) -> bytes:
+    if "data" in obj:
+        return base64.b64decode(str(obj["data"]), validate=True)
+    message = obj["message"]
+    if not isinstance(message, str):
+        raise TypeError("message is not a string")
+    return message.encode()
+
+
+def _request_id(obj: dict[str, object]) -> int:
+    value = obj.get("id")
+    return value if isinstance(value, int) and not isinstance(value, bool) else -1
+
+
+def send_request(to: str, data: bytes, request_id: int | None) -> bytes:
+    """A send request: text as ``message``, other bytes base64 in ``data`` (v2)."""
+    request: dict[str, object] = {"action": "send", "to": to}
+    try:
+        request["message"] = data.decode()
+    except UnicodeDecodeError:
+        if request_id is None:
+            # Version 1 carries text only; undecodable bytes become U+FFFD.
+            request["message"] = data.decode(errors="replace")
+        else:
+            request["data"] = base64.b64encode(data).decode()
+    if request_id is not None:
+        request["id"] = request_id
+    return json.dumps(request, separators=(",", ":")).encode()
+
+
+class RelayClient:
+    """One card's session with the relay over one byte pipe."""
+
+    def __init__(self, pipe: BytePipe, card: str, *, token: str | None = None):
+        self.card = card
+        self.version = 0
+        self._pipe = pipe
+        self._token = token
+        self._next_id = 1
+        self._v1 = V1Decoder()
+        self._v2 = V2Decoder()
+        self._ready: collections.deque[RelayEvent] = collections.deque()
+
+    async def connect(self, reply_within: float = 30.0) -> int:
+        """Register as this card; returns the protocol version the relay speaks."""
+        request: dict[str, object] = {"action": "connect", "from": self.card}
+        request["proto"] = 2
+        if self._token is not None:
+            request["token"] = self._token
+        await self._pipe.write(json.dumps(request, separators=(",", ":")).encode())
+
+        try:
+            async with asyncio.timeout(reply_within):
+                self.version = await self._connect_reply()
+        except TimeoutError as exc:
+            raise ModemTimeout("relay connect", reply_within, "its reply") from exc
+        _LOGGER.info("card[%s]: relay speaks protocol %d", self.card, self.version)
+        return self.version
+
+    async def send(self, to: str, data: bytes) -> int:
+        """Write one send request; returns its id, which its Ack or Refusal carries."""
+        request_id, self._next_id = self._next_id, self._next_id + 1
+        if self.version == 2:
+            await self._pipe.write(send_request(to, data, request_id) + b"\n")
+        else:
+            self._v1.expect_reply(request_id, to)
+            await self._pipe.write(send_request(to, data, None))
+        return request_id
+
+    async def ping(self) -> None:
+        """Ask the relay for a sign of life (version 2 answers with a Pong)."""
+        await self._pipe.write(b'{"action":"ping"}' + (b"\n" if self.version else b""))
+
+    async def next_event(self) -> RelayEvent:
+        """The next thing the relay said; raises RelayClosed when the pipe ends."""
+        while not self._ready:
+            self._ready.extend(await self._decoded_read())
+        return self._ready.popleft()
+
+    async def close(self) -> None:
+        """Close the pipe under the session."""
+        await self._pipe.close()
+
+    async def _decoded_read(self) -> list[RelayEvent]:
+        if self.version == 2:
+            return self._v2.feed(await self._read())
+        if not self._v1.holding:
+            return self._v1.feed(await self._read())
+        try:
+            async with asyncio.timeout(_V1_HOLD_SECONDS):
+                data = await self._read()
+        except TimeoutError:
+            return self._v1.flush()
+        return self._v1.feed(data)
+
+    async def _read(self) -> bytes:
+        data = await self._pipe.read()
+        if not data:
+            raise RelayClosed(f"card[{self.card}]: the relay closed the connection")
+        return data
+
+    async def _connect_reply(self) -> int:
+        buffer = b""
+        while True:
+            buffer = _without_leading_heartbeats(buffer + await self._read())
+            if buffer.startswith(b"{") and b"\n" in buffer:
+                line, rest = buffer.split(b"\n", 1)
+                if self._connect_line_received(line):
+                    self._ready.extend(self._v2.feed(rest))
+                    return 2
+                buffer = rest
+            elif buffer.startswith(b"connect_success"):
+                self._ready.extend(self._v1.feed(buffer[len(b"connect_success") :]))
+                return 1
+            elif not buffer.startswith(b"{") and not _may_start_v1_reply(buffer):
+                text = buffer[:200].decode(errors="replace")
+                raise RelayRefused(f"relay refused card {self.card}: {text!r}")
+            if len(buffer) > MAX_LINE:
+                raise RelayProtocolError("relay connect reply too long", buffer[:80])
+
+    def _connect_line_received(self, line: bytes) -> bool:
+        """True for the connect reply; False for a heartbeat ahead of it."""
+        try:
+            obj = json.loads(line)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RelayProtocolError("relay connect reply is not JSON", line) from exc
+        if isinstance(obj, dict) and "heartbeat" in obj:
+            return False
+        if not isinstance(obj, dict) or "error" in obj or "ok" not in obj:
+            text = line[:200].decode(errors="replace")
+            raise RelayRefused(f"relay refused card {self.card}: {text}")
+        return True
+
+
+def _may_start_v1_reply(buffer: bytes) -> bool:
+    words = (b"connect_success", *V1_HEARTBEAT_SPELLINGS)
+    return any(word.startswith(buffer) for word in words)
+
+
+_LEADING_HEARTBEAT = re.compile(rb"^(?:\s*(?:heartbeat|heartBeat))+\s*")
+
+
+def _without_leading_heartbeats(buffer: bytes) -> bytes:
+    return _LEADING_HEARTBEAT.sub(b"", buffer)
