@@ -13,3 +13,7 @@ def main() -> None:
 from modembridge.cli import udev as _udev  # noqa: E402
 
 main.add_command(_udev.udev)
+
+from modembridge.cli import listports as _listports  # noqa: E402
+
+main.add_command(_listports.list_ports)
