@@ -227,8 +227,8 @@ def _event_of(obj: dict[str, object]) -> RelayEvent | None:
 
 
 def _payload_of(obj: dict[str, object]) -> bytes:
-    if "data" in obj:
-        return base64.b64decode(str(obj["data"]), validate=True)
+    if "message_b64" in obj:
+        return base64.b64decode(str(obj["message_b64"]), validate=True)
     message = obj["message"]
     if not isinstance(message, str):
         raise TypeError("message is not a string")
@@ -241,7 +241,7 @@ def _request_id(obj: dict[str, object]) -> int:
 
 
 def send_request(to: str, data: bytes, request_id: int | None) -> bytes:
-    """A send request: text as ``message``, other bytes base64 in ``data`` (v2)."""
+    """A send request: text as ``message``, other bytes as ``message_b64`` (v2)."""
     request: dict[str, object] = {"action": "send", "to": to}
     try:
         request["message"] = data.decode()
@@ -250,7 +250,7 @@ def send_request(to: str, data: bytes, request_id: int | None) -> bytes:
             # Version 1 carries text only; undecodable bytes become U+FFFD.
             request["message"] = data.decode(errors="replace")
         else:
-            request["data"] = base64.b64encode(data).decode()
+            request["message_b64"] = base64.b64encode(data).decode()
     if request_id is not None:
         request["id"] = request_id
     return json.dumps(request, separators=(",", ":")).encode()

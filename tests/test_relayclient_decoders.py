@@ -125,7 +125,7 @@ def test_v2_lines_become_events() -> None:
         {"ok": "send", "id": 7},
         {"error": "not connected", "to": "B", "id": 8},
         {"from": "A", "message": "hi"},
-        {"from": "A", "data": "AAH/"},
+        {"from": "A", "message_b64": "AAH/"},
         {"heartbeat": 1700000000},
         {"pong": 1},
         {"something": "new"},
@@ -146,7 +146,7 @@ def test_v2_lines_become_events() -> None:
 
 @pytest.mark.parametrize(
     "line",
-    [b"not json", b"[1, 2]", b'{"from": "A"}', b'{"from": "A", "data": "!!"}', b"\xff"],
+    [b"not json", b"[1, 2]", b'{"from": "A"}', b'{"from": "A", "message_b64": "!!"}', b"\xff"],
 )
 def test_v2_garbage_is_our_protocol_error(line: bytes) -> None:
     with pytest.raises(RelayProtocolError):
@@ -178,7 +178,7 @@ def test_send_request_puts_text_in_message_and_bytes_in_base64() -> None:
     binary = json.loads(send_request("B", b"\x00\xff", 4))
 
     assert text == {"action": "send", "to": "B", "message": "héllo", "id": 3}
-    assert binary == {"action": "send", "to": "B", "data": "AP8=", "id": 4}
+    assert binary == {"action": "send", "to": "B", "message_b64": "AP8=", "id": 4}
 
 
 def test_version_1_send_has_no_id_and_only_text() -> None:
