@@ -1,0 +1,131 @@
+"""The ``relayserver`` command: run the relay until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+from relayserver import __version__
+from relayserver.auth import load_tokens
+from relayserver.codec import DEFAULT_MAX_SIZE
+from relayserver.errors import ConfigError
+from relayserver.limits import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_WRITE_HIGH_WATER,
+    Limits,
+)
+from relayserver.server import RelayConfig, RelayServer
+
+log = logging.getLogger(__name__)
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@click.command()
+@click.version_option(__version__, prog_name="relayserver")
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to bind.")  # noqa: S104
+@click.option("--port", default=8888, show_default=True, help="TCP port (0: any).")
+@click.option(
+    "--heartbeat",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0.001),
+    help="Seconds between heartbeats to every card.",
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+)
+@click.option(
+    "--tokens",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help='TOML file of card = "token"; cards must present their token to connect.',
+)
+@click.option(
+    "--max-request-size",
+    default=DEFAULT_MAX_SIZE,
+    show_default=True,
+    type=click.IntRange(min=64),
+    help="Bytes; a larger request is answered 'wrong format' and skipped.",
+)
+@click.option(
+    "--max-connections",
+    default=DEFAULT_MAX_CONNECTIONS,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Connections held at once; more are closed on arrival.",
+)
+@click.option(
+    "--idle-timeout",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Close a card silent for this many heartbeat intervals (0: never).",
+)
+@click.option(
+    "--write-high-water",
+    default=DEFAULT_WRITE_HIGH_WATER,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Bytes unsent to one card before it is dropped as too slow.",
+)
+def main(
+    *,
+    host: str,
+    port: int,
+    heartbeat: float,
+    log_level: str,
+    tokens: Path | None,
+    max_request_size: int,
+    max_connections: int,
+    idle_timeout: int,
+    write_high_water: int,
+) -> None:
+    """Relay messages between 4G cards by name (protocol versions 1 and 2)."""
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        token_table = None if tokens is None else load_tokens(tokens)
+    except ConfigError as error:
+        raise click.UsageError(str(error)) from error
+    limits = Limits(max_request_size, max_connections, idle_timeout, write_high_water)
+    config = RelayConfig(host, port, heartbeat, token_table, limits)
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(serve(config))
+    except OSError as error:
+        raise click.ClickException(
+            f"cannot listen on {host}:{port}: {error}"
+        ) from error
+
+
+async def serve(config: RelayConfig) -> None:
+    """Run a relay with ``config`` until SIGINT or SIGTERM, then close it cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    server = RelayServer(config)
+    await server.start()
+    await stop.wait()
+    log.info("relay: stopping, closing %d cards", len(server.cards()))
+    await server.close()
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed: the relay is faster on it."""
+    try:
+        import uvloop  # noqa: PLC0415 (optional dependency)
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory

@@ -1,0 +1,300 @@
+"""The request decoder: bytes from a card in, requests or decode errors out, no I/O.
+
+TCP carries no message boundaries, so the decoder finds them itself. A request starts
+at ``{`` and ends at the brace that balances it, counting only braces outside quoted
+strings. Between requests it skips whitespace, NUL, ``,`` and ``;``; any other byte
+starts a run of garbage that ends before the next ``{``, after the next newline or at
+the end of the bytes at hand, and is reported once as a :class:`DecodeError`.
+
+A request is bounded (``max_size`` bytes): past the bound the decoder reports it and
+keeps tracking braces without keeping the bytes, so it resumes at the next request.
+A raw newline inside a quoted string is illegal in both spellings, which gives a
+second resynchronisation point: the request is reported and decoding resumes after
+the newline. Braces nested deeper than the literal grammar allows are reported and
+the rest of that line is dropped.
+
+The common request, a send of a plain message, is matched by one regular expression
+straight from the bytes; everything else goes through the brace scan and the literal
+parser. Both paths give the same request for the same bytes.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+
+from relayserver.errors import DecodeError
+from relayserver.literal import MAX_DEPTH, parse_dict
+from relayserver.requests import MAX_NAME_BYTES, Request, Send, from_dict
+
+DEFAULT_MAX_SIZE = 64 * 1024
+
+Event = Request | DecodeError
+
+_SEPARATORS = re.compile(rb"[ \t\r\n\x00,;]*")
+_GARBAGE_END = re.compile(rb"[{\n]")
+_OUTSIDE = re.compile(rb"[{}'\"]")
+_INSIDE = {
+    ord("'"): re.compile(rb"['\\\n]"),
+    ord('"'): re.compile(rb"[\"\\\n]"),
+}
+_OPEN, _CLOSE, _BACKSLASH, _NEWLINE = b"{}\\\n"
+_SHOWN = 32
+
+_FAST_SEND = re.compile(
+    rb"""\{[ \t\r\n]*(['"])action\1[ \t\r\n]*:[ \t\r\n]*(['"])send\2[ \t\r\n]*,"""
+    rb"""[ \t\r\n]*(['"])to\3[ \t\r\n]*:[ \t\r\n]*(['"])([^'"\\\n]+)\4[ \t\r\n]*,"""
+    rb"""[ \t\r\n]*(['"])message\6[ \t\r\n]*:[ \t\r\n]*"""
+    rb"""(?:'([^'\\\n]*)'|"([^"\\\n]*)")"""
+    rb"""(?:[ \t\r\n]*,[ \t\r\n]*(['"])id\9[ \t\r\n]*:[ \t\r\n]*([0-9]{1,18}))?"""
+    rb"""[ \t\r\n]*\}"""
+)
+
+
+class _Mode(Enum):
+    NORMAL = 1
+    SKIP_REQUEST = 2
+    SKIP_LINE = 3
+
+
+class _ScanError(Exception):
+    """The brace scan met bytes no request may hold; decoding resumes at ``resume``."""
+
+    def __init__(self, reason: str, resume: int, *, line_left: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.resume = resume
+        self.line_left = line_left
+
+
+class RequestDecoder:
+    """Feed it bytes as they arrive; it returns the requests and errors they complete.
+
+    Memory is bounded by ``max_size`` plus one read, whatever the input.
+    """
+
+    __slots__ = (
+        "_buffer",
+        "_depth",
+        "_escaped",
+        "_max_size",
+        "_mode",
+        "_quote",
+        "_scanned",
+    )
+
+    def __init__(self, max_size: int = DEFAULT_MAX_SIZE) -> None:
+        self._max_size = max_size
+        self._buffer: bytearray | None = None
+        self._mode = _Mode.NORMAL
+        self._depth = 0
+        self._quote = 0
+        self._escaped = False
+        self._scanned = 0
+
+    @property
+    def pending(self) -> int:
+        """How many bytes of an unfinished request the decoder holds."""
+        return len(self._buffer) if self._buffer else 0
+
+    def feed(self, data: bytes) -> list[Event]:
+        """Take the next bytes; return the requests and errors completed by them."""
+        events: list[Event] = []
+        buffer = self._buffer
+        if buffer:
+            buffer += data
+            view: bytes | bytearray = buffer
+        else:
+            view = data
+        kept = self._decode(view, events)
+        self._keep(view, kept)
+        return events
+
+    def _keep(self, view: bytes | bytearray, kept: int) -> None:
+        if kept >= len(view):
+            self._buffer = None
+        elif view is self._buffer:
+            del view[:kept]
+        else:
+            self._buffer = bytearray(memoryview(view)[kept:])
+
+    def _decode(self, view: bytes | bytearray, events: list[Event]) -> int:
+        """Decode all of ``view``; return where the unfinished tail starts."""
+        pos, end = 0, len(view)
+        while pos < end:
+            if self._mode is _Mode.NORMAL:
+                after = self._next_request(view, pos, events)
+                if after is None:
+                    return pos
+                pos = after
+            elif self._mode is _Mode.SKIP_REQUEST:
+                pos = self._skip_request(view, pos)
+            else:
+                pos = self._skip_line(view, pos)
+        return pos
+
+    def _next_request(
+        self, view: bytes | bytearray, pos: int, events: list[Event]
+    ) -> int | None:
+        """Decode the request or garbage at ``pos``; None if it is not complete."""
+        if self._scanned == 0:
+            pos = _skip_separators(view, pos)
+            if pos == len(view):
+                return pos
+            if view[pos] != _OPEN:
+                return self._garbage(view, pos, events)
+            fast = _FAST_SEND.match(view, pos)
+            if fast is not None and fast.end() - pos <= self._max_size:
+                send = _fast_send(fast)
+                if send is not None:
+                    events.append(send)
+                    return fast.end()
+        return self._scan_request(view, pos, events)
+
+    def _scan_request(
+        self, view: bytes | bytearray, pos: int, events: list[Event]
+    ) -> int | None:
+        try:
+            end = self._scan(view, pos + self._scanned)
+        except _ScanError as error:
+            events.append(DecodeError(error.reason, bytes(view[pos : pos + _SHOWN])))
+            self._mode = _Mode.SKIP_LINE if error.line_left else _Mode.NORMAL
+            return error.resume
+        if end is None:
+            return self._unfinished(view, pos, events)
+        self._reset_scan()
+        if end - pos > self._max_size:
+            events.append(self._too_large(view, pos))
+        else:
+            events.append(_parse(view[pos:end]))
+        return end
+
+    def _unfinished(
+        self, view: bytes | bytearray, pos: int, events: list[Event]
+    ) -> int | None:
+        if len(view) - pos <= self._max_size:
+            self._scanned = len(view) - pos
+            return None
+        events.append(self._too_large(view, pos))
+        self._scanned = 0
+        self._mode = _Mode.SKIP_REQUEST
+        return len(view)
+
+    def _garbage(self, view: bytes | bytearray, pos: int, events: list[Event]) -> int:
+        stop = _GARBAGE_END.search(view, pos)
+        if stop is None:
+            end = len(view)
+        else:
+            end = stop.start() if view[stop.start()] == _OPEN else stop.end()
+        shown = bytes(view[pos : min(end, pos + _SHOWN)])
+        events.append(DecodeError("not a request (a request starts with '{')", shown))
+        return end
+
+    def _too_large(self, view: bytes | bytearray, pos: int) -> DecodeError:
+        shown = bytes(view[pos : pos + _SHOWN])
+        return DecodeError(f"request larger than {self._max_size} bytes", shown)
+
+    def _skip_request(self, view: bytes | bytearray, pos: int) -> int:
+        try:
+            end = self._scan(view, pos)
+        except _ScanError as error:
+            self._mode = _Mode.SKIP_LINE if error.line_left else _Mode.NORMAL
+            return error.resume
+        if end is None:
+            return len(view)
+        self._reset_scan()
+        self._mode = _Mode.NORMAL
+        return end
+
+    def _skip_line(self, view: bytes | bytearray, pos: int) -> int:
+        newline = view.find(b"\n", pos)
+        if newline < 0:
+            return len(view)
+        self._mode = _Mode.NORMAL
+        return newline + 1
+
+    def _scan(self, view: bytes | bytearray, pos: int) -> int | None:
+        """Advance the brace scan from ``pos``; return the index after the balancing
+        brace, or None when the bytes ran out (the scan state is kept to resume)."""
+        depth, quote = self._depth, self._quote
+        while True:
+            if quote:
+                after = self._string_end(view, pos, quote)
+                if after is None:
+                    self._depth, self._quote = depth, quote
+                    return None
+                pos, quote = after, 0
+                continue
+            found = _OUTSIDE.search(view, pos)
+            if found is None:
+                self._depth = depth
+                return None
+            char, pos = view[found.start()], found.end()
+            if char == _OPEN:
+                depth = self._deeper(depth, pos)
+            elif char == _CLOSE:
+                depth -= 1
+                if depth == 0:
+                    return pos
+            else:
+                quote = char
+
+    def _deeper(self, depth: int, pos: int) -> int:
+        if depth >= MAX_DEPTH:
+            self._reset_scan()
+            raise _ScanError(f"nested deeper than {MAX_DEPTH}", pos, line_left=True)
+        return depth + 1
+
+    def _string_end(self, view: bytes | bytearray, pos: int, quote: int) -> int | None:
+        """The index after the string's closing quote, or None if it has not come."""
+        if self._escaped:
+            pos += 1
+            self._escaped = False
+        inside = _INSIDE[quote]
+        while True:
+            found = inside.search(view, pos)
+            if found is None:
+                return None
+            char, pos = view[found.start()], found.end()
+            if char == quote:
+                return pos
+            if char == _NEWLINE:
+                self._reset_scan()
+                raise _ScanError("line break inside a string", pos, line_left=False)
+            if pos == len(view):
+                # The escaped byte has not arrived yet: skip it when it does.
+                self._escaped = True
+                return None
+            pos += 1
+
+    def _reset_scan(self) -> None:
+        self._depth = 0
+        self._quote = 0
+        self._escaped = False
+        self._scanned = 0
+
+
+def _skip_separators(view: bytes | bytearray, pos: int) -> int:
+    match = _SEPARATORS.match(view, pos)
+    return pos if match is None else match.end()
+
+
+def _fast_send(match: re.Match[bytes]) -> Send | None:
+    """The send the fast pattern matched, or None to leave it to the full parser."""
+    to, single, double, request_id = match.group(5, 7, 8, 10)
+    if len(to) > MAX_NAME_BYTES:
+        return None
+    message = single if single is not None else double
+    ident = None if request_id is None else int(request_id)
+    name = to.decode("utf-8", "surrogateescape")
+    return Send(name, message, binary=False, id=ident)
+
+
+def _parse(raw: bytes | bytearray) -> Event:
+    """The request ``raw`` (one balanced literal) stands for, or why it is none."""
+    text = bytes(raw).decode("utf-8", "surrogateescape")
+    try:
+        return from_dict(parse_dict(text))
+    except DecodeError as error:
+        error.data = bytes(raw[:_SHOWN])
+        return error

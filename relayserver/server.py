@@ -1,0 +1,406 @@
+"""The relay server: accepts cards, routes their sends by name, pushes heartbeats.
+
+Each connection is an :class:`asyncio.Protocol`; there is no task per connection or
+per message. One read is decoded into all the requests it completes, and what they
+produce is gathered per connection and written once per read: deliveries to each
+target first, then the sender's own replies, so an acknowledgement always follows the
+delivery it confirms. Routing goes through one seam, :meth:`RelayServer.deliver`
+(and its queueing half), so a cluster backplane can route sends for cards other
+nodes hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from relayserver import replies
+from relayserver.auth import Authenticator
+from relayserver.codec import Event, RequestDecoder
+from relayserver.errors import DecodeError
+from relayserver.heartbeat import Heartbeat
+from relayserver.limits import Limits
+from relayserver.registry import Registry
+from relayserver.requests import Connect, Ping, Send
+
+__all__ = ["CardConnection", "Limits", "RelayConfig", "RelayServer"]
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[str, str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class RelayConfig:
+    """Where the relay listens and how it treats cards."""
+
+    host: str = "0.0.0.0"  # noqa: S104 (a relay serves cards on every interface)
+    port: int = 8888
+    heartbeat: float = 30.0
+    tokens: Mapping[str, str] | None = None
+    limits: Limits = field(default_factory=Limits)
+
+
+class CardConnection(asyncio.Protocol):
+    """One TCP connection from a card: decodes its bytes, hands requests on."""
+
+    __slots__ = (
+        "_decoder",
+        "_relay",
+        "closing",
+        "last_tick",
+        "name",
+        "pending",
+        "proto",
+        "sender_json",
+        "transport",
+    )
+
+    def __init__(self, relay: RelayServer) -> None:
+        self._relay = relay
+        self._decoder = RequestDecoder(relay.config.limits.max_request_size)
+        self.transport: asyncio.Transport | None = None
+        self.name: str | None = None
+        self.sender_json = b"null"
+        self.proto = 1
+        self.pending: list[bytes] | None = None
+        self.closing = False
+        self.last_tick = 0
+
+    @property
+    def label(self) -> str:
+        """How log lines name this connection: its card, or its address until then."""
+        if self.name is not None:
+            return self.name
+        if self.transport is None:
+            return "?"
+        peer = self.transport.get_extra_info("peername")
+        return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "?"
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self._relay.connection_made(self)
+
+    def data_received(self, data: bytes) -> None:
+        relay = self._relay
+        self.last_tick = relay.tick
+        relay.handle(self, self._decoder.feed(data))
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.pending = None
+        self._relay.connection_lost(self, exc)
+
+    def pause_writing(self) -> None:
+        self._relay.slow_consumer(self)
+
+    def queue(self, data: bytes) -> None:
+        """Write ``data`` with everything else this read produced for this card."""
+        pending = self.pending
+        if pending is None:
+            self.pending = [data]
+            self._relay.dirty.append(self)
+        else:
+            pending.append(data)
+
+    def flush(self) -> None:
+        """Hand the queued bytes to the transport in one call."""
+        pending, self.pending = self.pending, None
+        if pending is None or self.closing or self.transport is None:
+            return
+        if len(pending) == 1:
+            self.transport.write(pending[0])
+        else:
+            self.transport.write(b"".join(pending))
+
+    def drop(self) -> None:
+        """Close at once, discarding unsent bytes."""
+        self.closing = True
+        self.pending = None
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class RelayServer:
+    """Routes messages between cards by name; see ``docs/protocol.md``."""
+
+    def __init__(self, config: RelayConfig) -> None:
+        self.config = config
+        self.tick = 0
+        self.dirty: list[CardConnection] = []
+        self._auth = Authenticator(config.tokens)
+        self._registry: Registry[CardConnection] = Registry()
+        self._connections: set[CardConnection] = set()
+        self._listeners: list[Listener] = []
+        self._heartbeat = Heartbeat(config.heartbeat, self._beat)
+        self._server: asyncio.Server | None = None
+        self._drained: asyncio.Event | None = None
+        self._port = 0
+
+    @property
+    def port(self) -> int:
+        """The TCP port the relay is bound to (the real one when configured as 0)."""
+        return self._port
+
+    def cards(self) -> list[str]:
+        """The card names connected now."""
+        return self._registry.names()
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(event, card)`` on "connect" and "disconnect" of a card."""
+        self._listeners.append(listener)
+
+    async def start(self) -> None:
+        """Bind and start accepting cards."""
+        config = self.config
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: CardConnection(self), config.host, config.port, backlog=1024
+        )
+        self._port = self._server.sockets[0].getsockname()[1]
+        self._heartbeat.start()
+        auth = "on" if self._auth.enabled else "off"
+        log.info(
+            "relay: listening on %s:%d, heartbeat every %g s, authentication %s",
+            config.host, self._port, config.heartbeat, auth,
+        )  # fmt: skip
+        if not self._auth.enabled:
+            log.warning("relay: no token file, so any client may claim any card name")
+
+    async def close(self) -> None:
+        """Stop accepting, close every connection and wait until they are gone."""
+        self._heartbeat.stop()
+        if self._server is not None:
+            self._server.close()
+        for connection in list(self._connections):
+            connection.drop()
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+        # Let the transports report connection_lost before the loop may stop.
+        if self._connections:
+            self._drained = asyncio.Event()
+            await self._drained.wait()
+
+    def connection_made(self, connection: CardConnection) -> None:
+        """Admit a new connection unless the connection limit is reached."""
+        if len(self._connections) >= self.config.limits.max_connections:
+            log.warning(
+                "card[%s]: refused, %d connections already open",
+                connection.label, len(self._connections),
+            )  # fmt: skip
+            connection.drop()
+            return
+        assert connection.transport is not None
+        connection.transport.set_write_buffer_limits(
+            high=self.config.limits.write_high_water
+        )
+        connection.last_tick = self.tick
+        self._connections.add(connection)
+        log.debug("card[%s]: connection opened", connection.label)
+
+    def connection_lost(
+        self, connection: CardConnection, exc: Exception | None
+    ) -> None:
+        """Forget the connection and release its name unless it was taken over."""
+        self._connections.discard(connection)
+        if self._drained is not None and not self._connections:
+            self._drained.set()
+        name = connection.name
+        if name is not None and self._registry.release(name, connection):
+            log.info("card[%s]: disconnected", name)
+            self._notify("disconnect", name)
+        else:
+            log.debug("card[%s]: connection closed (%s)", connection.label, exc)
+
+    def handle(self, connection: CardConnection, events: list[Event]) -> None:
+        """Act on the requests of one read, then write what they produced."""
+        for event in events:
+            kind = type(event)
+            if kind is Send:
+                self._send(connection, event)  # type: ignore[arg-type]
+            elif kind is Connect:
+                self._connect(connection, event)  # type: ignore[arg-type]
+            elif kind is Ping:
+                self._ping(connection, event)  # type: ignore[arg-type]
+            else:
+                self._malformed(connection, event)  # type: ignore[arg-type]
+        self.flush_pending(connection)
+
+    def flush_pending(self, last: CardConnection | None = None) -> None:
+        """Write everything queued, ``last``'s bytes after everyone else's."""
+        dirty, self.dirty = self.dirty, []
+        for target in dirty:
+            if target is not last:
+                target.flush()
+        if last is not None:
+            last.flush()
+
+    def deliver(
+        self, target: str, sender: str | None, payload: bytes, binary: bool = False
+    ) -> bool:
+        """Write a message to local card ``target`` now; False if no live card here
+        holds that name. This is the seam a cluster backplane routes through."""
+        delivered = self._queue_delivery(
+            target, replies.name_json(sender), payload, binary=binary
+        )
+        self.flush_pending()
+        return delivered
+
+    def evict(self, name: str) -> None:
+        """Close this relay's connection of card ``name``: a newer one is elsewhere."""
+        holder = self._registry.get(name)
+        if holder is not None:
+            log.info("card[%s]: closed, the card connected again elsewhere", name)
+            holder.drop()
+
+    def _queue_delivery(
+        self, to: str, sender_json: bytes, payload: bytes, *, binary: bool
+    ) -> bool:
+        target = self._registry.get(to)
+        if target is None or target.closing:
+            return False
+        if target.proto == 1:
+            target.queue(payload)
+        else:
+            target.queue(replies.delivery(sender_json, payload, binary=binary))
+        return True
+
+    def slow_consumer(self, connection: CardConnection) -> None:
+        """Drop a card whose unsent bytes passed the high-water mark."""
+        waiting = (
+            0
+            if connection.transport is None
+            else (connection.transport.get_write_buffer_size())
+        )
+        log.warning(
+            "card[%s]: dropped, it does not read fast enough (%d bytes unsent)",
+            connection.label, waiting,
+        )  # fmt: skip
+        connection.drop()
+
+    def _send(self, connection: CardConnection, send: Send) -> None:
+        if self._auth.enabled and connection.name is None:
+            self._refuse_unconnected(connection, send)
+        elif self._queue_delivery(
+            send.to, connection.sender_json, send.payload, binary=send.binary
+        ):
+            if connection.proto == 1:
+                connection.queue(replies.SEND_SUCCESS)
+            else:
+                connection.queue(replies.send_ok(send.id))
+        elif connection.proto == 1:
+            connection.queue(replies.not_connected(send.to))
+        else:
+            connection.queue(replies.error("not connected", send.id, to=send.to))
+
+    def _refuse_unconnected(self, connection: CardConnection, send: Send) -> None:
+        log.debug(
+            "card[%s]: send to %s refused, not connected", connection.label, send.to
+        )
+        if connection.proto == 1:
+            connection.queue(replies.CONNECT_FIRST)
+        else:
+            connection.queue(replies.error("connect first", send.id))
+
+    def _connect(self, connection: CardConnection, connect: Connect) -> None:
+        if not self._auth.allows(connect.name, connect.token):
+            self._refuse_connect(connection, connect)
+            return
+        if connection.name is not None and connection.name != connect.name:
+            self._rename(connection)
+        previous = self._registry.claim(connect.name, connection)
+        connection.name = connect.name
+        connection.sender_json = replies.name_json(connect.name)
+        connection.proto = connect.proto
+        self._acknowledge_connect(connection, connect)
+        self._log_connect(connection, previous)
+        if previous is not None:
+            previous.drop()
+        self._notify("connect", connect.name)
+
+    def _acknowledge_connect(
+        self, connection: CardConnection, connect: Connect
+    ) -> None:
+        if connect.proto == 1:
+            connection.queue(replies.CONNECT_SUCCESS)
+            return
+        reply = replies.ok(
+            "connect", connect.id, card=connect.name, proto=connect.proto,
+            heartbeat=self.config.heartbeat,
+        )  # fmt: skip
+        connection.queue(reply)
+
+    def _log_connect(
+        self, connection: CardConnection, previous: CardConnection | None
+    ) -> None:
+        assert connection.transport is not None
+        peer = connection.transport.get_extra_info("peername")
+        address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "?"
+        takeover = "" if previous is None else ", taking the name over"
+        log.info(
+            "card[%s]: connected from %s, protocol %d%s",
+            connection.name, address, connection.proto, takeover,
+        )  # fmt: skip
+
+    def _rename(self, connection: CardConnection) -> None:
+        name = connection.name
+        assert name is not None
+        if self._registry.release(name, connection):
+            log.info("card[%s]: disconnected, the connection took another name", name)
+            self._notify("disconnect", name)
+
+    def _refuse_connect(self, connection: CardConnection, connect: Connect) -> None:
+        log.warning(
+            "card[%s]: connect refused, %s token", connect.name,
+            "no" if connect.token is None else "wrong",
+        )  # fmt: skip
+        if connect.proto == 1:
+            connection.queue(replies.not_authorized(connect.name))
+        else:
+            reply = replies.error("not authorized", connect.id, card=connect.name)
+            connection.queue(reply)
+
+    def _ping(self, connection: CardConnection, ping: Ping) -> None:
+        if connection.proto == 1:
+            connection.queue(b"pong")
+        else:
+            connection.queue(replies.ok("ping", ping.id))
+
+    def _malformed(self, connection: CardConnection, error: DecodeError) -> None:
+        log.debug(
+            "card[%s]: wrong format, %s: %r", connection.label, error.reason, error.data
+        )
+        if connection.proto == 1:
+            connection.queue(replies.WRONG_FORMAT)
+        else:
+            reply = replies.error("wrong format", error.request_id, detail=error.reason)
+            connection.queue(reply)
+
+    def _beat(self) -> None:
+        self.tick += 1
+        idle = self.config.limits.idle_timeout
+        v2_line = replies.heartbeat_line(time.time())
+        for connection in list(self._connections):
+            if idle and self.tick - connection.last_tick > idle:
+                log.info(
+                    "card[%s]: closed, silent for %d heartbeats", connection.label, idle
+                )
+                connection.drop()
+            elif connection.transport is not None and not connection.closing:
+                beat = replies.HEARTBEAT if connection.proto == 1 else v2_line
+                connection.transport.write(beat)
+
+    def _notify(self, event: str, name: str) -> None:
+        for listener in self._listeners:
+            try:
+                listener(event, name)
+            except Exception:
+                log.exception("card[%s]: a %s listener failed", name, event)
