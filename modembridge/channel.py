@@ -1,0 +1,385 @@
+"""The AT channel: one serial port, one command in flight, URCs whenever they come.
+
+A background task reads the port, logs every byte (see :mod:`modembridge.wirelog`) and
+feeds the :class:`~modembridge.atreader.ATReader`. Events that answer the pending
+command are collected until its final result; URCs and pushed payloads go to the
+subscribers at once, also in the middle of a response. A command that needs a module
+result printed later (``+NETOPEN: 0`` after ``OK``) registers a :class:`UrcWaiter`
+before it sends, so the result cannot slip past between the two.
+
+When the port goes away (the module resets, the cable is pulled, the pseudo-terminal
+master closes) every pending and future call raises
+:class:`~modembridge.errors.PortVanished`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import serial
+import serial_asyncio_fast
+
+from modembridge.atreader import (
+    ATEvent,
+    ATReader,
+    Echo,
+    Final,
+    Info,
+    Payload,
+    Prompt,
+    Urc,
+)
+from modembridge.errors import (
+    ATProtocolError,
+    CommandRefused,
+    ModemError,
+    ModemTimeout,
+    PortVanished,
+)
+from modembridge.wirelog import WireLog
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 4096
+PROMPT_TIMEOUT = 5.0
+
+UrcCallback = Callable[[Urc | Payload], None]
+LostCallback = Callable[[ModemError], None]
+
+
+@dataclass(frozen=True)
+class Response:
+    """What the module answered to one command, up to its successful final result."""
+
+    command: str
+    info: tuple[str, ...]
+    payloads: tuple[Payload, ...]
+    final: Final
+
+    def value(self, prefix: str) -> str | None:
+        """The first information line starting with ``prefix``, without it."""
+        for line in self.info:
+            if line.startswith(prefix):
+                return line[len(prefix) :].strip()
+        return None
+
+    def values(self, prefix: str) -> list[str]:
+        """Every information line starting with ``prefix``, without it."""
+        return [
+            line[len(prefix) :].strip() for line in self.info if line.startswith(prefix)
+        ]
+
+
+class _Pending:
+    """The command in flight: what it collected so far and who waits for it."""
+
+    def __init__(self, command: str) -> None:
+        loop = asyncio.get_running_loop()
+        self.command = command
+        self.info: list[str] = []
+        self.payloads: list[Payload] = []
+        self.prompt: asyncio.Future[None] = loop.create_future()
+        self.done: asyncio.Future[Final] = loop.create_future()
+
+    def fail(self, error: ModemError) -> None:
+        if not self.done.done():
+            self.done.set_exception(error)
+
+
+class UrcWaiter:
+    """Catches the first URC that ``predicate`` accepts, from registration on."""
+
+    def __init__(self, channel: ATChannel, predicate: Callable[[str], bool]) -> None:
+        self._channel = channel
+        self._predicate = predicate
+        self._future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    def __enter__(self) -> UrcWaiter:
+        self._channel._waiters.append(self)
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        with contextlib.suppress(ValueError):
+            self._channel._waiters.remove(self)
+        if self._future.done() and not self._future.cancelled():
+            self._future.exception()  # retrieved: no "never retrieved" warning
+
+    def urc_received(self, line: str) -> None:
+        """Take ``line`` if it is the awaited URC and none was taken yet."""
+        if not self._future.done() and self._predicate(line):
+            self._future.set_result(line)
+
+    def fail(self, error: ModemError) -> None:
+        """Make the waiting call raise ``error``."""
+        if not self._future.done():
+            self._future.set_exception(error)
+
+    async def wait(self, command: str, seconds: float, waiting_for: str) -> str:
+        """The URC line; ``ModemTimeout`` naming ``command`` if it does not come."""
+        try:
+            async with asyncio.timeout(seconds):
+                return await asyncio.shield(self._future)
+        except TimeoutError:
+            raise ModemTimeout(command, seconds, waiting_for) from None
+
+
+class ATChannel:
+    """Commands and URCs over one AT port."""
+
+    def __init__(
+        self,
+        port: str,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        wire_log: Path | None = None,
+    ) -> None:
+        self.port = port
+        self.name = f"modem[{Path(port).name}]"
+        self._reader = reader
+        self._writer = writer
+        self._at = ATReader()
+        self._wire = WireLog(self.name, wire_log)
+        self._lock = asyncio.Lock()
+        self._owner: asyncio.Task[object] | None = None
+        self._pending: _Pending | None = None
+        self._waiters: list[UrcWaiter] = []
+        self._subscribers: list[UrcCallback] = []
+        self._lost_callbacks: list[LostCallback] = []
+        self._lost: ModemError | None = None
+        self._read_task = asyncio.create_task(self._read_loop())
+
+    @classmethod
+    async def open(
+        cls, port: str, *, baudrate: int = 115200, wire_log: Path | None = None
+    ) -> ATChannel:
+        """Open ``port``; ``PortVanished`` if there is no such port now."""
+        try:
+            reader, writer = await serial_asyncio_fast.open_serial_connection(
+                url=port, baudrate=baudrate
+            )
+        except (OSError, serial.SerialException) as error:
+            raise PortVanished(port) from error
+        log.debug("modem[%s]: opened at %d baud", Path(port).name, baudrate)
+        return cls(port, reader, writer, wire_log=wire_log)
+
+    @property
+    def vanished(self) -> bool:
+        """Whether the port went away (or the channel was closed)."""
+        return self._lost is not None
+
+    def subscribe(self, callback: UrcCallback) -> Callable[[], None]:
+        """Call ``callback`` for every URC and pushed payload; returns the undo."""
+        self._subscribers.append(callback)
+        return lambda: self._subscribers.remove(callback)
+
+    def add_lost_callback(self, callback: LostCallback) -> None:
+        """Call ``callback`` once when the port vanishes or the channel closes."""
+        self._lost_callbacks.append(callback)
+
+    def urc_waiter(self, predicate: Callable[[str], bool]) -> UrcWaiter:
+        """A waiter for the first URC ``predicate`` accepts; use it as ``with``."""
+        return UrcWaiter(self, predicate)
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """Hold the port for a sequence of commands (re-entrant for its task)."""
+        task = asyncio.current_task()
+        if task is not None and self._owner is task:
+            yield
+            return
+        async with self._lock:
+            self._owner = task
+            try:
+                yield
+            finally:
+                self._owner = None
+
+    async def command(self, command: str, *, seconds: float) -> Response:
+        """Send ``command`` and return its answer; raise on refusal or silence."""
+        async with self.exclusive():
+            return await self._run(command, None, seconds, PROMPT_TIMEOUT)
+
+    async def send_data(
+        self,
+        command: str,
+        data: bytes,
+        *,
+        seconds: float,
+        prompt_seconds: float = PROMPT_TIMEOUT,
+    ) -> Response:
+        """Send ``command``, wait for the ``>`` prompt, write ``data``, await result."""
+        async with self.exclusive():
+            return await self._run(command, data, seconds, prompt_seconds)
+
+    def note(self, text: str) -> None:
+        """Put a comment into the transcript file (a host action worth seeing)."""
+        self._wire.note(text)
+
+    async def close(self) -> None:
+        """Close the port; pending calls fail. Closing twice is harmless."""
+        if self._lost is None:
+            self._lose(ModemError(f"{self.name}: channel closed"))
+        self._read_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._read_task
+        self._writer.close()
+        self._wire.close()
+
+    async def _run(
+        self, command: str, data: bytes | None, seconds: float, prompt_seconds: float
+    ) -> Response:
+        self._check_open()
+        pending = _Pending(command)
+        self._pending = pending
+        self._at.command_sent(command, expects_prompt=data is not None)
+        try:
+            await self._write(command.encode("ascii") + b"\r")
+            if data is not None:
+                await self._await_prompt(pending, prompt_seconds)
+                await self._write(data)
+            final = await self._await_final(pending, seconds)
+        finally:
+            self._pending = None
+            if not pending.done.done():
+                self._at.command_abandoned()
+            elif not pending.done.cancelled():
+                pending.done.exception()  # retrieved, also when raised elsewhere
+        return self._response(pending, final)
+
+    async def _await_prompt(self, pending: _Pending, seconds: float) -> None:
+        waiting: set[asyncio.Future[Any]] = {pending.prompt, pending.done}
+        finished, _ = await asyncio.wait(
+            waiting, timeout=seconds, return_when=asyncio.FIRST_COMPLETED
+        )
+        if not finished:
+            raise ModemTimeout(pending.command, seconds, "the > prompt")
+        if pending.done.done():
+            # Refused before the prompt: the payload must not be written.
+            raise self._refusal(pending, pending.done.result())
+
+    async def _await_final(self, pending: _Pending, seconds: float) -> Final:
+        try:
+            async with asyncio.timeout(seconds):
+                final = await asyncio.shield(pending.done)
+        except TimeoutError:
+            raise ModemTimeout(pending.command, seconds, "its final result") from None
+        if not final.ok:
+            raise self._refusal(pending, final)
+        return final
+
+    def _response(self, pending: _Pending, final: Final) -> Response:
+        return Response(
+            pending.command, tuple(pending.info), tuple(pending.payloads), final
+        )
+
+    def _refusal(self, pending: _Pending, final: Final) -> CommandRefused:
+        return CommandRefused(
+            pending.command,
+            final.line,
+            code=final.code,
+            text=final.text,
+            info=tuple(pending.info),
+        )
+
+    def _check_open(self) -> None:
+        if isinstance(self._lost, PortVanished):
+            raise PortVanished(self.port)
+        if self._lost is not None:
+            raise ModemError(f"{self.name}: channel closed")
+
+    async def _write(self, data: bytes) -> None:
+        self._check_open()
+        self._wire.sent(data)
+        try:
+            self._writer.write(data)
+            await self._writer.drain()
+        except (OSError, serial.SerialException) as error:
+            self._lose(PortVanished(self.port))
+            raise PortVanished(self.port) from error
+
+    async def _read_loop(self) -> None:
+        try:
+            while data := await self._reader.read(READ_SIZE):
+                self._wire.received(data)
+                self._at.receive_data(data)
+                self._drain_events()
+        except (OSError, serial.SerialException) as error:
+            log.info("%s: port vanished (%s)", self.name, error)
+        else:
+            log.info("%s: port vanished (end of stream)", self.name)
+        self._lose(PortVanished(self.port))
+
+    def _drain_events(self) -> None:
+        while True:
+            try:
+                event = self._at.next_event()
+            except ATProtocolError as error:
+                log.warning("%s: %s; resynchronising", self.name, error)
+                self._at.resync()
+                if self._pending is not None:
+                    self._pending.fail(error)
+                return
+            if event is None:
+                return
+            self._event_received(event)
+
+    def _event_received(self, event: ATEvent) -> None:
+        pending = self._pending
+        match event:
+            case Echo():
+                pass
+            case Info(line) if pending is not None:
+                pending.info.append(line)
+            case Payload(solicited=True) if pending is not None:
+                pending.payloads.append(event)
+            case Prompt() if pending is not None:
+                if not pending.prompt.done():
+                    pending.prompt.set_result(None)
+            case Final() if pending is not None:
+                if not pending.done.done():
+                    pending.done.set_result(event)
+            case Urc(line):
+                self._urc_received(line, event)
+            case Payload():
+                self._notify(event)
+            case _:
+                log.debug("%s: ignoring %r with no command pending", self.name, event)
+
+    def _urc_received(self, line: str, event: Urc) -> None:
+        for waiter in list(self._waiters):
+            waiter.urc_received(line)
+        self._notify(event)
+
+    def _notify(self, event: Urc | Payload) -> None:
+        for callback in list(self._subscribers):
+            try:
+                callback(event)
+            except Exception:
+                log.exception("%s: URC subscriber failed on %r", self.name, event)
+
+    def _lose(self, error: ModemError) -> None:
+        if self._lost is not None:
+            return
+        self._lost = error
+        if self._pending is not None:
+            self._pending.fail(error)
+        for waiter in list(self._waiters):
+            waiter.fail(error)
+        for callback in self._lost_callbacks:
+            try:
+                callback(error)
+            except Exception:
+                log.exception("%s: lost-port callback failed", self.name)
