@@ -209,20 +209,20 @@ def maybe_event(line: bytes) -> RelayEvent | None:
 
 
 def _event_of(obj: dict[str, object]) -> RelayEvent | None:
-    if "heartbeat" in obj:
-        sent_at = obj["heartbeat"]
-        return Heartbeat(float(sent_at) if isinstance(sent_at, int | float) else None)
-    if "from" in obj:
-        return Delivery(str(obj["from"]), _payload_of(obj))
-    if "pong" in obj or obj.get("ok") == "ping":
-        return Pong()
+    if "ok" in obj:
+        if obj["ok"] == "send":
+            return Ack(_request_id(obj))
+        return Pong() if obj["ok"] == "ping" else None
     if "error" in obj:
         target = obj.get("to")
         return Refusal(
             _request_id(obj), str(obj["error"]), None if target is None else str(target)
         )
-    if obj.get("ok") == "send":
-        return Ack(_request_id(obj))
+    if "from" in obj:
+        return Delivery(str(obj["from"]), _payload_of(obj))
+    if "heartbeat" in obj:
+        sent_at = obj["heartbeat"]
+        return Heartbeat(float(sent_at) if isinstance(sent_at, int | float) else None)
     return None
 
 
@@ -262,6 +262,7 @@ class RelayClient:
     def __init__(self, pipe: BytePipe, card: str, *, token: str | None = None):
         self.card = card
         self.version = 0
+        self.heartbeat_interval: float | None = None
         self._pipe = pipe
         self._token = token
         self._next_id = 1
@@ -352,11 +353,16 @@ class RelayClient:
             obj = json.loads(line)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise RelayProtocolError("relay connect reply is not JSON", line) from exc
-        if isinstance(obj, dict) and "heartbeat" in obj:
-            return False
-        if not isinstance(obj, dict) or "error" in obj or "ok" not in obj:
-            text = line[:200].decode(errors="replace")
-            raise RelayRefused(f"relay refused card {self.card}: {text}")
+        if not isinstance(obj, dict):
+            raise RelayProtocolError("relay connect reply is not an object", line)
+        if "error" in obj or "ok" not in obj:
+            if "heartbeat" in obj and "error" not in obj:
+                return False
+            reason = obj.get("error", line[:200].decode(errors="replace"))
+            raise RelayRefused(f"relay refused card {self.card}: {reason}")
+        interval = obj.get("heartbeat")
+        if isinstance(interval, int | float) and interval > 0:
+            self.heartbeat_interval = float(interval)
         return True
 
 

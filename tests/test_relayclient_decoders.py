@@ -127,7 +127,8 @@ def test_v2_lines_become_events() -> None:
         {"from": "A", "message": "hi"},
         {"from": "A", "message_b64": "AAH/"},
         {"heartbeat": 1700000000},
-        {"pong": 1},
+        {"ok": "ping", "id": 9},
+        {"ok": "connect", "card": "A", "proto": 2, "heartbeat": 30},
         {"something": "new"},
     ]
     data = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
@@ -146,7 +147,13 @@ def test_v2_lines_become_events() -> None:
 
 @pytest.mark.parametrize(
     "line",
-    [b"not json", b"[1, 2]", b'{"from": "A"}', b'{"from": "A", "message_b64": "!!"}', b"\xff"],
+    [
+        b"not json",
+        b"[1, 2]",
+        b'{"from": "A"}',
+        b'{"from": "A", "message_b64": "!!"}',
+        b"\xff",
+    ],
 )
 def test_v2_garbage_is_our_protocol_error(line: bytes) -> None:
     with pytest.raises(RelayProtocolError):
