@@ -1,0 +1,351 @@
+"""The attach agent: a module as a card on the relay, bridged to a local endpoint.
+
+The agent composes three things. A ``Supervisor`` keeps the module's socket to the
+relay alive. Over each socket a ``RelayClient`` session registers the card, writes the
+messages of the ``Outbox`` and reads what the relay says. A local endpoint is where
+messages come from and where deliveries go: standard input and output, or a TCP
+listener that local programs connect to.
+
+Both endpoints speak lines. A line is sent to the ``--to`` card, or, without one, to
+the card its ``NAME: `` prefix names. A delivery is printed as ``SENDER: text`` when
+the relay speaks version 2 (which names the sender) and as the bare text on a version 1
+relay; ``--json`` prints one JSON object a delivery instead. A message the agent could
+not deliver is reported on standard error and, on the TCP endpoint, to the program
+that handed it over as a line starting with ``!``.
+
+Missing heartbeats count as a dead socket: the relay sends one every interval, so a
+silence longer than ``silence_limit`` (by default two and a half intervals, as the
+version 2 relay announces them, else 75 s) means the socket is gone even if no one said
+so. On version 2 the agent also pings once an interval in which it sent nothing, so a
+relay with an idle timeout keeps it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import re
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from modembridge.outbox import Outbox, OutboxFull, Outgoing
+from modembridge.pipe import BytePipe
+from modembridge.relayclient import (
+    Ack,
+    Delivery,
+    Heartbeat,
+    Refusal,
+    RelayClient,
+    RelayClosed,
+    RelayEvent,
+    RelayProtocolError,
+)
+from modembridge.supervisor import (
+    BringUp,
+    Cause,
+    LinkLost,
+    LinkState,
+    OpenModem,
+    RecoveryPolicy,
+    Supervisor,
+)
+
+_LOGGER = logging.getLogger(__name__)
+
+_PREFIX = re.compile(r"^([A-Za-z0-9_.\-]{1,64}):[ ]?(.*)$", re.DOTALL)
+DEFAULT_HEARTBEAT = 30.0
+"""The relay's heartbeat interval when it does not announce one (version 1)."""
+MAX_LINE = 64 * 1024
+"""Longest line an endpoint accepts: the relay's request bound."""
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """What ``attach`` was asked to do."""
+
+    port: str
+    card: str
+    server: tuple[str, int]
+    to: str | None = None
+    listen: tuple[str, int] | None = None
+    token: str | None = None
+    json_output: bool = False
+    silence_limit: float | None = None
+    connect_timeout: float = 30.0
+    drain_timeout: float = 10.0
+    outbox_limit: int = 1000
+    patience: float = 120.0
+    policy: RecoveryPolicy = field(default_factory=RecoveryPolicy)
+
+
+def parse_line(line: str, default_to: str | None) -> tuple[str, str]:
+    """The target card and text of an input line; raises ValueError without one."""
+    if default_to is not None:
+        return default_to, line
+    match = _PREFIX.match(line)
+    if match is None:
+        raise ValueError("no target: start the line with 'CARD: ' or use --to")
+    return match.group(1), match.group(2)
+
+
+def format_delivery(sender: str | None, data: bytes, json_output: bool) -> str:
+    """One output line for a delivery."""
+    if json_output:
+        record: dict[str, object] = {"from": sender}
+        try:
+            record["message"] = data.decode()
+        except UnicodeDecodeError:
+            record["data"] = base64.b64encode(data).decode()
+        return json.dumps(record, ensure_ascii=False)
+    text = data.decode(errors="backslashreplace").rstrip("\r\n")
+    return text if sender is None else f"{sender}: {text}"
+
+
+class Agent:
+    """Runs one card: the module's link, the relay session, the local endpoint."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        open_modem: OpenModem,
+        bring_up: BringUp,
+        stdin: asyncio.StreamReader | None = None,
+        stdout: TextIO | None = None,
+        status: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.stdin = stdin
+        self.stdout = stdout or sys.stdout
+        self._status = status or _print_status
+        self.outbox = Outbox(
+            self._undeliverable,
+            card=config.card,
+            limit=config.outbox_limit,
+            patience=config.patience,
+        )
+        self.supervisor = Supervisor(
+            config.port,
+            config.server,
+            open_modem=open_modem,
+            bring_up=bring_up,
+            policy=config.policy,
+            card=config.card,
+            on_state=self._state_changed,
+        )
+        self.version = 0
+        self._stop = asyncio.Event()
+        self._started = time.monotonic()
+        self._last_sent = 0.0
+        self._clients: set[asyncio.StreamWriter] = set()
+        self._server: asyncio.Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def stop(self) -> None:
+        """Ask the agent to deliver what it holds and exit."""
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Bring the module up, bridge until stopped, then shut down cleanly."""
+        await self.supervisor.start()
+        link = asyncio.create_task(self.supervisor.run(self._session))
+        try:
+            await self._open_endpoint()
+            self._tasks.append(asyncio.create_task(self.outbox.expire_forever()))
+            await self._until_stopped(link)
+        finally:
+            await self._shut_down(link)
+
+    async def _until_stopped(self, link: asyncio.Task[None]) -> None:
+        stopped = asyncio.create_task(self._stop.wait())
+        await asyncio.wait({link, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if link.done():
+            # The link only ends by itself on a fatal error (the relay refused us).
+            link.result()
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.config.drain_timeout):
+                await asyncio.shield(link)
+
+    async def _shut_down(self, link: asyncio.Task[None]) -> None:
+        link.cancel()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(link, *self._tasks, return_exceptions=True)
+        self.outbox.abandon("the agent stopped before the relay acknowledged it")
+        if self._server is not None:
+            self._server.close()
+        for writer in list(self._clients):
+            writer.close()
+        await self.supervisor.shutdown()
+        self._status(f"card {self.config.card}: offline, socket and bearer closed")
+
+    async def _session(self, pipe: BytePipe) -> None:
+        """One relay session over one socket; returns once stopped and drained."""
+        client = RelayClient(pipe, self.config.card, token=self.config.token)
+        self.version = await client.connect(self.config.connect_timeout)
+        self.supervisor.online()
+
+        tasks = [
+            asyncio.create_task(self._send_forever(client)),
+            asyncio.create_task(self._receive_forever(client)),
+            asyncio.create_task(self._drained_after_stop()),
+        ]
+        if client.version == 2 and client.heartbeat_interval:
+            keepalive = self._keep_alive(client, client.heartbeat_interval)
+            tasks.append(asyncio.create_task(keepalive))
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.outbox.connection_lost()
+        for task in done:
+            task.result()
+
+    async def _send_forever(self, client: RelayClient) -> None:
+        while True:
+            message = await self.outbox.wait_ready()
+            request_id = await client.send(message.to, message.data)
+            self.outbox.sent(message, request_id)
+            self._last_sent = time.monotonic()
+
+    async def _keep_alive(self, client: RelayClient, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            if time.monotonic() - self._last_sent >= interval:
+                await client.ping()
+                self._last_sent = time.monotonic()
+
+    async def _receive_forever(self, client: RelayClient) -> None:
+        limit = self.config.silence_limit
+        if limit is None:
+            interval = client.heartbeat_interval or DEFAULT_HEARTBEAT
+            limit = 2.5 * interval
+        while True:
+            try:
+                async with asyncio.timeout(limit):
+                    event = await client.next_event()
+            except TimeoutError as exc:
+                raise LinkLost(
+                    Cause.HEARTBEAT, f"relay silent for {limit:g} s"
+                ) from exc
+            except RelayClosed as exc:
+                raise LinkLost(Cause.SOCKET, str(exc)) from exc
+            except RelayProtocolError as exc:
+                raise LinkLost(Cause.ERROR, str(exc)) from exc
+            self._event_received(event)
+
+    async def _drained_after_stop(self) -> None:
+        await self._stop.wait()
+        await self.outbox.drained()
+
+    def _event_received(self, event: RelayEvent) -> None:
+        match event:
+            case Delivery(sender, data):
+                self._deliver(format_delivery(sender, data, self.config.json_output))
+            case Ack(request_id):
+                self.outbox.acked(request_id)
+            case Refusal(request_id, reason, target):
+                if self.outbox.refused(request_id, reason) is None:
+                    _LOGGER.warning(
+                        "card[%s]: relay error %s (to %s)",
+                        self.config.card,
+                        reason,
+                        target,
+                    )
+            case Heartbeat():
+                _LOGGER.debug("card[%s]: heartbeat", self.config.card)
+
+    def _deliver(self, line: str) -> None:
+        if self.config.listen is None:
+            self.stdout.write(line + "\n")
+            self.stdout.flush()
+            return
+        for writer in list(self._clients):
+            writer.write(line.encode() + b"\n")
+
+    def hand_over(self, line: str, origin: object = None) -> None:
+        """Take one input line for the relay, or report why it cannot go."""
+        try:
+            to, text = parse_line(line, self.config.to)
+            self.outbox.put(to, text.encode(), origin)
+        except (ValueError, OutboxFull) as exc:
+            self._report(f"not sent: {exc}", origin)
+
+    def _undeliverable(self, message: Outgoing, reason: str) -> None:
+        text = message.data.decode(errors="backslashreplace")
+        self._report(
+            f"not delivered to {message.to}: {text!r} ({reason})", message.origin
+        )
+
+    def _report(self, text: str, origin: object) -> None:
+        self._status(text)
+        if isinstance(origin, asyncio.StreamWriter) and not origin.is_closing():
+            origin.write(f"! {text}\n".encode())
+
+    async def _open_endpoint(self) -> None:
+        if self.config.listen is not None:
+            host, port = self.config.listen
+            self._server = await asyncio.start_server(
+                self._client_connected, host, port, limit=MAX_LINE
+            )
+            bound = self._server.sockets[0].getsockname()
+            self._status(f"card {self.config.card}: listening on {bound[0]}:{bound[1]}")
+        elif self.stdin is not None:
+            self._tasks.append(asyncio.create_task(self._read_stdin(self.stdin)))
+
+    async def _read_stdin(self, reader: asyncio.StreamReader) -> None:
+        async for line in _lines(reader):
+            self.hand_over(line)
+        self.stop()
+
+    async def _client_connected(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self._clients.add(writer)
+        try:
+            async for line in _lines(reader):
+                self.hand_over(line, writer)
+        finally:
+            self._clients.discard(writer)
+            writer.close()
+
+    def _state_changed(self, state: LinkState, detail: str) -> None:
+        card = self.config.card
+        if state is LinkState.ONLINE:
+            took = time.monotonic() - self._started
+            self._status(
+                f"card {card}: online via {detail} (protocol {self.version}, "
+                f"{took:.1f} s)"
+            )
+        elif state in (LinkState.RECOVERING, LinkState.WAITING_FOR_PORT):
+            if self.supervisor.failures <= 1:
+                self._status(f"card {card}: {state.value}: {detail}")
+            self._started = time.monotonic()
+
+
+async def _lines(reader: asyncio.StreamReader) -> AsyncIterator[str]:
+    """Lines from a stream, without their ending; an overlong line is skipped."""
+    while True:
+        try:
+            raw = await reader.readline()
+        except ValueError:
+            # The line outgrew the stream's limit; drop it and keep reading.
+            _LOGGER.warning("endpoint: line longer than %d bytes skipped", MAX_LINE)
+            continue
+        if not raw:
+            return
+        yield raw.decode(errors="replace").rstrip("\r\n")
+
+
+def _print_status(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)

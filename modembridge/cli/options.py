@@ -1,0 +1,165 @@
+"""Options the commands share, each defined once, and how a command runs and fails.
+
+A command that needs the port takes ``port_argument``; the relay address is
+``server_option``; and so on. Where a person would keep a value for a whole session,
+an environment variable stands in for the flag: ``MODEMBRIDGE_PORT``,
+``MODEMBRIDGE_SERVER``, ``MODEMBRIDGE_APN``, ``MODEMBRIDGE_CARD``,
+``MODEMBRIDGE_TOKEN``.
+
+``run`` is how every command runs its coroutine: errors of the domain become one line
+on standard error and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import re
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from modembridge.discovery import holders
+from modembridge.errors import ModemError, PortVanished, RelayRefused
+
+DEFAULT_RELAY_PORT = 8888
+
+_HOST_PORT = re.compile(
+    r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_.\-]+))(?::(?P<port>\d{1,5}))?$"
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+
+def parse_host_port(text: str, default_port: int | None) -> tuple[str, int]:
+    """``host:port`` (or ``[v6]:port``, or a bare host); raises ValueError."""
+    match = _HOST_PORT.match(text.strip())
+    if match is None:
+        raise ValueError(f"{text!r} is not HOST:PORT")
+    host = match.group("v6") or match.group("host")
+    if match.group("port") is None:
+        if default_port is None:
+            raise ValueError(f"{text!r} has no port (HOST:PORT)")
+        return host, default_port
+    port = int(match.group("port"))
+    if not 0 < port < 65536:
+        raise ValueError(f"{text!r}: port {port} is out of range 1-65535")
+    return host, port
+
+
+class HostPort(click.ParamType[tuple[str, int]]):
+    """A ``HOST:PORT`` option value; the port may default."""
+
+    name = "host:port"
+
+    def __init__(self, default_port: int | None) -> None:
+        self.default_port = default_port
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[str, int]:
+        """Parse the value, or fail the command with a usage error."""
+        if isinstance(value, tuple):
+            return value
+        try:
+            return parse_host_port(str(value), self.default_port)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+port_argument = click.argument(
+    "port", envvar="MODEMBRIDGE_PORT", type=click.Path(dir_okay=False)
+)
+server_option = click.option(
+    "--server",
+    envvar="MODEMBRIDGE_SERVER",
+    type=HostPort(DEFAULT_RELAY_PORT),
+    default=f"127.0.0.1:{DEFAULT_RELAY_PORT}",
+    show_default=True,
+    show_envvar=True,
+    help="The relay, HOST[:PORT].",
+)
+apn_option = click.option(
+    "--apn",
+    envvar="MODEMBRIDGE_APN",
+    default="",
+    show_envvar=True,
+    help="Access point name of the SIM's operator (empty: the module's default).",
+)
+card_option = click.option(
+    "--card",
+    envvar="MODEMBRIDGE_CARD",
+    required=True,
+    show_envvar=True,
+    help="The name this module registers under at the relay.",
+)
+token_option = click.option(
+    "--token",
+    envvar="MODEMBRIDGE_TOKEN",
+    default=None,
+    show_envvar=True,
+    help="The card's token, when the relay requires one.",
+)
+wire_log_option = click.option(
+    "--wire-log",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the whole AT dialogue, with timestamps, to this file.",
+)
+json_option = click.option(
+    "--json", "json_output", is_flag=True, help="Print JSON, for other programs."
+)
+verbose_option = click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    help="More log output: -v progress, -vv debug, -vvv the AT dialogue.",
+)
+
+
+def configure_logging(verbose: int) -> None:
+    """Log to standard error at the level ``-v`` asked for."""
+    levels = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
+    logging.basicConfig(
+        level=levels.get(verbose, 5),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def check_port(port: str) -> None:
+    """Fail with one line when the port does not exist or is no device."""
+    if not os.path.exists(port):
+        raise click.ClickException(f"{port}: no such port (is the module plugged in?)")
+    if os.path.isdir(port):
+        raise click.ClickException(f"{port}: is a directory, not a serial port")
+
+
+def run(coroutine: Coroutine[Any, Any, T], port: str | None = None) -> T:
+    """Run a command's coroutine; domain errors become a one-line ClickException."""
+    try:
+        return asyncio.run(coroutine)
+    except RelayRefused as exc:
+        raise click.ClickException(str(exc)) from exc
+    except PortVanished as exc:
+        raise click.ClickException(f"{exc.port}: the port went away") from exc
+    except ModemError as exc:
+        where = f"{port}: " if port and port not in str(exc) else ""
+        raise click.ClickException(f"{where}{exc}") from exc
+    except OSError as exc:
+        raise click.ClickException(describe_os_error(exc, port)) from exc
+
+
+def describe_os_error(exc: OSError, port: str | None) -> str:
+    """One line for an OS error, naming who holds a busy port when we can tell."""
+    if port and exc.errno in (errno.EBUSY, errno.EACCES, errno.EAGAIN):
+        held_by = ", ".join(h.describe() for h in holders(port))
+        if held_by:
+            return f"{port}: busy, held by {held_by}"
+        return f"{port}: {exc.strerror} (is another program using it?)"
+    target = f"{port}: " if port else ""
+    return f"{target}{exc.strerror or exc}"
