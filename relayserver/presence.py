@@ -1,0 +1,199 @@
+"""Presence: which cards are online, and who wants to hear when that changes.
+
+A version 2 card may ask ``who`` among some names is online, and ``watch`` names to
+be told when each one comes online or goes offline. On a single relay node the
+answers come from the node's own cards. On a cluster, the node also knows, for each
+watched name, which node holds it: the backplane feeds it the online and offline
+announcements of the other nodes, tells it when a node went silent (its cards are
+then offline), and answers ``who`` for names held elsewhere by probing the cluster.
+
+What a watcher hears is a change of state, never a repeat: a card that moves from
+one node to another stays online, so nobody is told it went offline in between.
+While the cluster is unreachable the state of names held elsewhere is frozen; the
+backplane calls :meth:`Presence.resync` when it is back, and any change found then
+is reported like any other.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Protocol
+
+from relayserver.errors import RelayError
+
+logger = logging.getLogger(__name__)
+
+#: The most names one request (``who`` or ``watch``) may carry, and one card watch.
+MAX_NAMES = 1000
+
+#: Answers, for each name, the node that holds it, or ``None`` when none does.
+ClusterProbe = Callable[[Sequence[str]], Awaitable[dict[str, str | None]]]
+
+
+class PresenceError(RelayError):
+    """A presence request cannot be answered; the message says why."""
+
+
+class ClusterUnavailable(PresenceError):
+    """The cluster cannot be asked right now (its messaging system is unreachable)."""
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__("cluster unavailable" + (f": {detail}" if detail else ""))
+
+
+class Watcher(Protocol):
+    """Something told when a watched name comes online or goes offline."""
+
+    def presence_changed(self, name: str, online: bool) -> None:
+        """Called once per change of ``name``'s state."""
+
+
+class Presence:
+    """Online state of cards, for one relay node and, when clustered, its peers."""
+
+    def __init__(self, node: str, held_here: Callable[[str], bool]) -> None:
+        self.node = node
+        self._held_here = held_here
+        self._probe: ClusterProbe | None = None
+        # For each watched name: the node that holds it, or None when offline.
+        self._holder: dict[str, str | None] = {}
+        # Bumped by every announcement, so a slower probe cannot undo a newer event.
+        self._generation: dict[str, int] = {}
+        self._watchers: dict[str, set[Watcher]] = {}
+        self._watching: dict[Watcher, set[str]] = {}
+
+    def attach_cluster(self, probe: ClusterProbe | None) -> None:
+        """Ask ``probe`` about names this node does not hold (``None``: stop)."""
+        self._probe = probe
+
+    async def who(self, names: Sequence[str]) -> list[str]:
+        """Those of ``names`` that are online, in the order asked."""
+        check_names(names)
+        holders = await self._lookup(names)
+        return [name for name in names if holders.get(name) is not None]
+
+    async def watch(self, watcher: Watcher, names: Sequence[str]) -> list[str]:
+        """Tell ``watcher`` about changes of ``names``; returns those online now."""
+        check_names(names)
+        watched = self._watching.setdefault(watcher, set())
+        if len(watched | set(names)) > MAX_NAMES:
+            raise PresenceError(f"a card may watch at most {MAX_NAMES} names")
+
+        watched.update(names)
+        for name in names:
+            self._watchers.setdefault(name, set()).add(watcher)
+        await self._learn([name for name in names if name not in self._holder])
+        return [name for name in names if self._holder.get(name) is not None]
+
+    def unwatch(self, watcher: Watcher, names: Iterable[str] | None = None) -> None:
+        """Stop telling ``watcher`` about ``names`` (all of its names when ``None``)."""
+        watched = self._watching.get(watcher, set())
+        for name in list(watched if names is None else names):
+            watched.discard(name)
+            watchers = self._watchers.get(name)
+            if watchers is None:
+                continue
+            watchers.discard(watcher)
+            if not watchers:
+                self._forget(name)
+        if not watched:
+            self._watching.pop(watcher, None)
+
+    def card_online(self, name: str, node: str | None = None) -> None:
+        """``name`` connected to ``node`` (this node when ``None``)."""
+        if name not in self._holder:
+            return
+        self._bump(name)
+        was = self._holder[name]
+        self._holder[name] = node or self.node
+        if was is None:
+            self._tell(name, online=True)
+
+    def card_offline(self, name: str, node: str | None = None) -> None:
+        """``name`` left ``node``; ignored when another node has taken it since."""
+        if self._holder.get(name) != (node or self.node):
+            return
+        self._bump(name)
+        self._holder[name] = None
+        self._tell(name, online=False)
+
+    def node_gone(self, node: str) -> None:
+        """``node`` stopped answering: every card it held is offline."""
+        for name, holder in list(self._holder.items()):
+            if holder == node:
+                self.card_offline(name, node)
+
+    async def resync(self) -> None:
+        """Ask the cluster again about every watched name and report what changed."""
+        names = list(self._holder)
+        generations = {name: self._generation.get(name, 0) for name in names}
+        holders = await self._lookup(names)
+        for name in names:
+            if self._generation.get(name, 0) != generations[name]:
+                continue
+            if name not in self._holder:
+                continue
+            if holders.get(name) is not None:
+                self.card_online(name, holders[name])
+            elif self._holder[name] is not None:
+                self.card_offline(name, self._holder[name])
+
+    def watched(self) -> list[str]:
+        """Every name somebody watches, for diagnostics and tests."""
+        return sorted(self._holder)
+
+    async def _learn(self, names: Sequence[str]) -> None:
+        """Fill in the holder of newly watched ``names``; unknown counts as offline."""
+        generations = {name: self._generation.get(name, 0) for name in names}
+        for name in names:
+            self._holder[name] = None
+        try:
+            holders = await self._lookup(names)
+        except ClusterUnavailable:
+            # Names held here are known anyway; the rest is learnt at the resync.
+            holders = {name: self.node for name in names if self._held_here(name)}
+        for name in names:
+            fresh = self._generation.get(name, 0) == generations[name]
+            if fresh and name in self._holder:
+                self._holder[name] = holders.get(name)
+
+    async def _lookup(self, names: Sequence[str]) -> dict[str, str | None]:
+        """The holder of each name: this node, another one (probed), or ``None``."""
+        holders: dict[str, str | None] = {}
+        elsewhere = []
+        for name in names:
+            if self._held_here(name):
+                holders[name] = self.node
+            else:
+                elsewhere.append(name)
+        if elsewhere and self._probe is not None:
+            holders.update(await self._probe(elsewhere))
+        return holders
+
+    def _bump(self, name: str) -> None:
+        self._generation[name] = self._generation.get(name, 0) + 1
+
+    def _forget(self, name: str) -> None:
+        self._watchers.pop(name, None)
+        self._holder.pop(name, None)
+        self._generation.pop(name, None)
+
+    def _tell(self, name: str, *, online: bool) -> None:
+        state = "online" if online else "offline"
+        logger.debug("card[%s]: %s (node %s)", name, state, self._holder[name])
+        for watcher in list(self._watchers.get(name, ())):
+            try:
+                watcher.presence_changed(name, online)
+            except Exception:
+                logger.exception("card[%s]: a presence watcher failed", name)
+
+
+def check_names(names: Sequence[str]) -> None:
+    """Refuse a list of names that is empty, too long or holds something else."""
+    if not names:
+        raise PresenceError("names must list at least one card")
+    if len(names) > MAX_NAMES:
+        raise PresenceError(f"at most {MAX_NAMES} names a request")
+    if not all(isinstance(name, str) and name for name in names):
+        raise PresenceError("names must be non-empty strings")

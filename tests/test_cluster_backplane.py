@@ -1,0 +1,333 @@
+"""The NATS backplane between relay nodes, in one process, against a real nats-server.
+
+Each node here is a backplane with a small card table on the relay's side of the
+seam; the relay processes themselves are exercised in ``test_cluster_nodes.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import nats
+import pytest
+from cluster_support import NatsServer, require_nats_server
+
+from relayserver.backplane import (
+    Backplane,
+    BackplaneConfig,
+    Delivery,
+    subject_token,
+)
+from relayserver.presence import ClusterUnavailable, Presence
+
+pytestmark = pytest.mark.nats
+
+POLL = 0.02
+
+
+class Watcher:
+    """A card watching names: keeps the changes it was told about."""
+
+    def __init__(self) -> None:
+        self.changes: list[tuple[str, bool]] = []
+        self.changed = asyncio.Event()
+
+    def presence_changed(self, name: str, online: bool) -> None:
+        self.changes.append((name, online))
+        self.changed.set()
+
+    async def told(self, change: tuple[str, bool], seconds: float = 10.0) -> None:
+        async with asyncio.timeout(seconds):
+            while change not in self.changes:
+                self.changed.clear()
+                await self.changed.wait()
+
+
+class Node:
+    """One relay node as the backplane sees it: its cards and what they received."""
+
+    def __init__(self, name: str, url: str) -> None:
+        self.held: set[str] = set()
+        self.broken: set[str] = set()
+        self.received: dict[str, list[tuple[str | None, bytes, bool]]] = {}
+        self.evicted: list[str] = []
+        self.presence = Presence(name, self.held.__contains__)
+        config = BackplaneConfig(url=url, node=name, request_timeout=1.0)
+        self.backplane = Backplane(config, self, self.presence)
+
+    def connect(self, card: str) -> None:
+        self.held.add(card)
+        self.presence.card_online(card)
+        self.backplane.card_connected(card)
+
+    def release(self, card: str) -> None:
+        self.held.discard(card)
+        self.presence.card_offline(card)
+        self.backplane.card_released(card)
+
+    def deliver(
+        self, target: str, sender: str | None, payload: bytes, binary: bool
+    ) -> bool:
+        if target not in self.held or target in self.broken:
+            return False
+        self.received.setdefault(target, []).append((sender, payload, binary))
+        return True
+
+    def evict(self, name: str) -> None:
+        # As the relay does: close the session, which releases the name.
+        self.evicted.append(name)
+        self.release(name)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 10) -> None:
+    """Wait until ``check`` holds, polling; fail after ``seconds``."""
+    for _attempt in range(int(seconds / POLL)):
+        if await check():
+            return
+        await asyncio.sleep(POLL)
+    pytest.fail(f"still not true after {seconds} s")
+
+
+async def reachable(node: Node, card: str, holder: str | None) -> None:
+    """Wait until ``node`` sees ``card`` held by ``holder`` (``None``: by nobody)."""
+
+    async def check() -> bool:
+        try:
+            return (await node.backplane.probe([card]))[card] == holder
+        except ClusterUnavailable:
+            return False
+
+    await eventually(check)
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    server = NatsServer(require_nats_server(), tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def nodes(nats_server: NatsServer) -> AsyncIterator[list[Node]]:
+    started = [Node(name, nats_server.url) for name in ("relay-1", "relay-2")]
+    for node in started:
+        await node.backplane.start()
+        assert node.backplane.connected
+    yield started
+    for node in started:
+        await node.backplane.close()
+
+
+async def test_a_send_reaches_a_card_held_by_another_node(nodes: list[Node]) -> None:
+    one, two = nodes
+    two.connect("B")
+    await reachable(one, "B", "relay-2")
+
+    delivery = await one.backplane.send("B", "A", b"hi", binary=False)
+
+    assert delivery is Delivery.DELIVERED
+    assert two.received["B"] == [("A", b"hi", False)]
+
+
+async def test_binary_payloads_and_anonymous_senders_cross_intact(
+    nodes: list[Node],
+) -> None:
+    one, two = nodes
+    two.connect("B")
+    await reachable(one, "B", "relay-2")
+    frame = bytes(range(256))
+
+    assert await one.backplane.send("B", None, frame, binary=True) is Delivery.DELIVERED
+
+    assert two.received["B"] == [(None, frame, True)]
+
+
+async def test_the_ack_is_no_when_the_holder_could_not_write(nodes: list[Node]) -> None:
+    one, two = nodes
+    two.connect("B")
+    await reachable(one, "B", "relay-2")
+    two.broken.add("B")
+
+    assert await one.backplane.send("B", "A", b"hi") is Delivery.NOT_CONNECTED
+
+
+async def test_a_card_nobody_holds_is_not_connected_at_once(nodes: list[Node]) -> None:
+    one, _ = nodes
+    started = time.monotonic()
+
+    assert await one.backplane.send("nobody", "A", b"hi") is Delivery.NOT_CONNECTED
+
+    # NATS reports "no responders" itself: no waiting for the request timeout.
+    assert time.monotonic() - started < one.backplane.config.request_timeout
+
+
+async def test_a_released_card_becomes_not_connected(nodes: list[Node]) -> None:
+    one, two = nodes
+    two.connect("B")
+    await reachable(one, "B", "relay-2")
+
+    two.release("B")
+    await reachable(one, "B", None)
+
+    assert await one.backplane.send("B", "A", b"hi") is Delivery.NOT_CONNECTED
+
+
+async def test_a_connect_on_another_node_evicts_the_older_session(
+    nodes: list[Node],
+) -> None:
+    one, two = nodes
+    one.connect("B")
+    await reachable(two, "B", "relay-1")
+
+    two.connect("B")
+    await reachable(one, "B", "relay-2")
+
+    assert one.evicted == ["B"]
+    assert two.evicted == []
+    assert await one.backplane.send("B", "A", b"moved") is Delivery.DELIVERED
+    assert two.received["B"] == [("A", b"moved", False)]
+
+
+async def test_card_names_that_are_not_subject_tokens_still_route(
+    nodes: list[Node],
+) -> None:
+    one, two = nodes
+    names = ["a.b", "a b", "*", ">", "carte-é", "x" * 256, "%41", "A"]
+    for name in names:
+        two.connect(name)
+    for name in names:
+        await reachable(one, name, "relay-2")
+
+    for name in names:
+        assert await one.backplane.send(name, "A", name.encode()) is Delivery.DELIVERED
+
+    assert {name: two.received[name][0][1] for name in names} == {
+        name: name.encode() for name in names
+    }
+    assert len({subject_token(name) for name in names}) == len(names)
+
+
+async def test_presence_follows_cards_across_nodes(nodes: list[Node]) -> None:
+    one, two = nodes
+    watcher = Watcher()
+    assert await one.presence.watch(watcher, ["B", "C"]) == []
+
+    two.connect("B")
+    await watcher.told(("B", True))
+    assert await one.presence.who(["B", "C"]) == ["B"]
+
+    one.connect("B")
+    await reachable(two, "B", "relay-1")
+    one.release("B")
+    await watcher.told(("B", False))
+
+    # Moving to another node is not going offline: one online, one offline.
+    assert watcher.changes == [("B", True), ("B", False)]
+
+
+async def test_a_node_that_leaves_takes_its_cards_offline(nodes: list[Node]) -> None:
+    one, two = nodes
+    watcher = Watcher()
+    two.connect("B")
+    await reachable(one, "B", "relay-2")
+    assert await one.presence.watch(watcher, ["B"]) == ["B"]
+
+    await two.backplane.close()
+
+    await watcher.told(("B", False))
+    assert await one.backplane.send("B", "A", b"hi") is Delivery.NOT_CONNECTED
+
+
+async def test_nats_going_away_fails_cross_node_sends_until_it_returns(
+    nats_server: NatsServer, nodes: list[Node]
+) -> None:
+    one, two = nodes
+    two.connect("B")
+    await reachable(one, "B", "relay-2")
+
+    nats_server.stop()
+    await eventually(lambda: _false_when(one.backplane.connected))
+    started = time.monotonic()
+    assert await one.backplane.send("B", "A", b"lost") is Delivery.UNAVAILABLE
+    assert time.monotonic() - started < 0.5
+    with pytest.raises(ClusterUnavailable):
+        await one.presence.who(["B"])
+
+    nats_server.start()
+    await reachable(one, "B", "relay-2")
+    assert await one.backplane.send("B", "A", b"back") is Delivery.DELIVERED
+    assert two.received["B"] == [("A", b"back", False)]
+
+
+async def test_a_card_that_connects_while_nats_is_away_is_announced_after(
+    nats_server: NatsServer, nodes: list[Node]
+) -> None:
+    one, two = nodes
+    one.connect("B")
+    await reachable(two, "B", "relay-1")
+    nats_server.stop()
+    await eventually(lambda: _false_when(two.backplane.connected))
+
+    # Both nodes now hold a session of B; the newer one wins once NATS is back.
+    two.connect("B")
+    nats_server.start()
+    await reachable(one, "B", "relay-2")
+
+    assert one.evicted == ["B"]
+    assert await one.backplane.send("B", "A", b"hi") is Delivery.DELIVERED
+
+
+async def test_a_node_starts_without_nats_and_joins_when_it_appears(
+    nats_server: NatsServer,
+) -> None:
+    nats_server.stop()
+    node = Node("late", nats_server.url)
+    started = time.monotonic()
+    await node.backplane.start()
+    try:
+        assert time.monotonic() - started < node.backplane.config.connect_timeout + 1
+        assert not node.backplane.connected
+        node.connect("B")
+        assert await node.backplane.send("C", "B", b"x") is Delivery.UNAVAILABLE
+
+        nats_server.start()
+        await eventually(lambda: _true_when(node.backplane.connected))
+        other = Node("other", nats_server.url)
+        await other.backplane.start()
+        try:
+            await reachable(other, "B", "late")
+        finally:
+            await other.backplane.close()
+    finally:
+        await node.backplane.close()
+
+
+async def test_garbage_on_the_cluster_subjects_is_dropped(nodes: list[Node]) -> None:
+    one, two = nodes
+    two.connect("B")
+    await reachable(one, "B", "relay-2")
+    client = await nats.connect(one.backplane.config.url)
+    try:
+        for kind in ("online", "offline", "node", "other"):
+            for junk in (b"", b"{", b"[]", b'{"node": 1}', b"\xff\xfe"):
+                await client.publish(f"relay.event.{kind}", junk)
+        for junk in (b"", b"S", b"S\x00\xff\xff\xff\xfe", b"Q", b"\x00" * 9):
+            reply = await client.request("relay.card.B", junk, timeout=1)
+            assert reply.data == b"-"
+        await client.flush()
+    finally:
+        await client.close()
+
+    assert await one.backplane.send("B", "A", b"still fine") is Delivery.DELIVERED
+
+
+async def _false_when(value: bool) -> bool:
+    return not value
+
+
+async def _true_when(value: bool) -> bool:
+    return value
