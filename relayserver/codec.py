@@ -123,6 +123,10 @@ class RequestDecoder:
         pos, end = 0, len(view)
         while pos < end:
             if self._mode is _Mode.NORMAL:
+                if self._scanned == 0:
+                    pos = _skip_separators(view, pos)
+                    if pos == end:
+                        break
                 after = self._next_request(view, pos, events)
                 if after is None:
                     return pos
@@ -136,11 +140,9 @@ class RequestDecoder:
     def _next_request(
         self, view: bytes | bytearray, pos: int, events: list[Event]
     ) -> int | None:
-        """Decode the request or garbage at ``pos``; None if it is not complete."""
+        """Decode the request or garbage starting at ``pos`` (no separator); None if
+        the request is not complete yet."""
         if self._scanned == 0:
-            pos = _skip_separators(view, pos)
-            if pos == len(view):
-                return pos
             if view[pos] != _OPEN:
                 return self._garbage(view, pos, events)
             fast = _FAST_SEND.match(view, pos)
@@ -227,7 +229,7 @@ class RequestDecoder:
                 continue
             found = _OUTSIDE.search(view, pos)
             if found is None:
-                self._depth = depth
+                self._depth, self._quote = depth, 0
                 return None
             char, pos = view[found.start()], found.end()
             if char == _OPEN:

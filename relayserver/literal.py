@@ -33,7 +33,8 @@ _WORDS: dict[str, object] = {
 }
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ESCAPE = re.compile(
-    r"\\(u[0-9a-fA-F]{4}\\u[0-9a-fA-F]{4}|x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}"
+    r"\\(u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+    r"|x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}"
     r"|U[0-9a-fA-F]{8}|[0-7]{1,3}|.)",
     re.DOTALL,
 )
@@ -207,10 +208,9 @@ def _resolve_escape(match: re.Match[str]) -> str:
 
 
 def _surrogate_pair(code: str) -> str:
+    """A JSON escape pair (high then low surrogate) as the one character it encodes."""
     high, low = int(code[1:5], 16), int(code[7:11], 16)
-    if 0xD800 <= high < 0xDC00 and 0xDC00 <= low < 0xE000:
-        return chr(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00))
-    return _code_point(high) + _code_point(low)
+    return chr(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00))
 
 
 def _code_point(value: int) -> str:
