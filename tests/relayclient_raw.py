@@ -104,7 +104,7 @@ class CardEvents:
 
 
 def unread_socket(port: int, receive_buffer: int = 4096) -> socket.socket:
-    """A blocking client socket with a small receive buffer that the test never reads."""
+    """A blocking socket with a small receive buffer, for a card that never reads."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
     sock.connect(("127.0.0.1", port))

@@ -251,7 +251,9 @@ def test_any_bytes_split_anywhere_give_requests_or_decode_errors(
 def test_valid_requests_split_anywhere_decode_exactly(
     requests: list[tuple[bytes, Send]], separators: list[bytes], cuts: list[int]
 ) -> None:
-    stream = b"".join(raw + sep for (raw, _), sep in zip(requests, separators))
+    stream = b"".join(
+        raw + sep for (raw, _), sep in zip(requests, separators, strict=False)
+    )
     assert decode(*split(stream, cuts)) == [expected for _, expected in requests]
 
 
