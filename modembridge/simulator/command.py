@@ -91,14 +91,16 @@ def _parse_extended(body: str, start: int) -> tuple[Command, int] | None:
     if rest.startswith("?"):
         return Command(name, Form.READ), end + 1
     if rest.startswith("="):
-        stop = _end_of_arguments(body, end + 1)
-        if stop is None:
-            return None
-        args = split_arguments(body[end + 1 : stop])
-        if args is None:
-            return None
-        return Command(name, Form.SET, tuple(args)), stop
+        return _parse_set(name, body, end + 1)
     return Command(name, Form.EXEC), end
+
+
+def _parse_set(name: str, body: str, start: int) -> tuple[Command, int] | None:
+    stop = _end_of_arguments(body, start)
+    args = split_arguments(body[start:stop]) if stop is not None else None
+    if stop is None or args is None:
+        return None
+    return Command(name, Form.SET, tuple(args)), stop
 
 
 def _parse_basic(body: str, start: int) -> tuple[Command, int] | None:

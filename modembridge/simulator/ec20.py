@@ -70,6 +70,12 @@ _OPEN_TIMEOUT = 150.0
 _CONTEXTS = range(1, 17)
 
 
+def _context(command: Command, index: int = 0) -> int | None:
+    """The context id argument at ``index`` if it is one of the 16 valid ids."""
+    context = command.int_arg(index)
+    return context if context in _CONTEXTS else None
+
+
 @dataclass
 class Slot:
     """One allocated connect id and what the module knows about it."""
@@ -158,15 +164,20 @@ class Ec20(Personality):
     async def _sim_urcs_after_reply(self) -> None:
         await self.after_reply()
         if self.sim_error() is None:
-            for text in ("+CPIN: READY", "+QUSIM: 1", "+QIND: SMS DONE", "+QIND: PB DONE"):
+            for text in (
+                "+CPIN: READY",
+                "+QUSIM: 1",
+                "+QIND: SMS DONE",
+                "+QIND: PB DONE",
+            ):
                 self.urc(text)
 
-    # Bearer ---------------------------------------------------------------------------
+    # Bearer
 
     async def context_setup(self, command: Command) -> Reply:
         """``AT+QICSGP=<ctx>,<type>,<apn>,<user>,<password>,<auth>``."""
-        context = command.int_arg(0)
-        if context not in _CONTEXTS:
+        context = _context(command)
+        if context is None:
             return Reply(result="ERROR")
         if len(command.args) == 1:
             apn = self.apns.get(context, "")
@@ -181,8 +192,8 @@ class Ec20(Personality):
             return Reply([f'+QIACT: {c},1,1,"{address}"' for c in sorted(self.active)])
         if command.form is Form.TEST:
             return Reply(["+QIACT: (1-16)"])
-        context = command.int_arg(0)
-        if context not in _CONTEXTS or context in self.active:
+        context = _context(command)
+        if context is None or context in self.active:
             return Reply(result="ERROR")
         await asyncio.sleep(self.module.bearer_delay)
         if not self.radio.registered:
@@ -194,8 +205,8 @@ class Ec20(Personality):
 
     async def deactivate(self, command: Command) -> Reply:
         """``AT+QIDEACT=<ctx>``: the context and all its sockets go."""
-        context = command.int_arg(0)
-        if context not in _CONTEXTS:
+        context = _context(command)
+        if context is None:
             return Reply(result="ERROR")
         self.active.discard(context)
         for connect_id, slot in list(self.slots.items()):
@@ -232,7 +243,7 @@ class Ec20(Personality):
         if slot is not None and slot.sock is not None:
             slot.sock.close()
 
-    # Sockets --------------------------------------------------------------------------
+    # Sockets
 
     async def open_socket(self, command: Command) -> Reply:
         """``AT+QIOPEN=<ctx>,<id>,"TCP",<host>,<port>[,<local>[,<mode>]]``."""
@@ -243,19 +254,32 @@ class Ec20(Personality):
                     '"<IP_address>/<domain_name>",<remote_port>,<local_port>,(0-2)'
                 ]
             )
-        context, connect_id = command.int_arg(0), command.int_arg(1)
+        request = self._open_request(command)
+        if request is None:
+            return Reply(result="ERROR")
+        self.spawn(self._open(*request))
+        return Reply()
+
+    def _open_request(self, command: Command) -> tuple[int, int, str, int, int] | None:
+        """Context, id, host, port and access mode of a valid TCP open request."""
+        context, connect_id = _context(command), command.int_arg(1)
         host, port = command.arg(3), command.int_arg(4)
         mode = command.int_arg(6, 0)
-        if context not in _CONTEXTS or connect_id is None:
-            return Reply(result="ERROR")
-        if not 0 <= connect_id < self.facts.socket_count or mode not in (0, 1):
-            return Reply(result="ERROR")
-        if command.arg(2).upper() != "TCP" or not host:
-            return Reply(result="ERROR")
-        if port is None or not 0 < port < 65536:
-            return Reply(result="ERROR")
-        self.spawn(self._open(context, connect_id, host, port, mode))
-        return Reply()
+        valid = (
+            context is not None
+            and connect_id is not None
+            and 0 <= connect_id < self.facts.socket_count
+            and mode in (0, 1)
+            and command.arg(2).upper() == "TCP"
+            and bool(host)
+            and port is not None
+            and 0 < port < 65536
+        )
+        if not valid:
+            return None
+        if context is None or connect_id is None or port is None or mode is None:
+            return None
+        return context, connect_id, host, port, mode
 
     async def _open(
         self, context: int, connect_id: int, host: str, port: int, mode: int
@@ -332,21 +356,18 @@ class Ec20(Personality):
         text = ERROR_TEXT.get(self.last_error, "unknown error")
         return Reply([f"+QIGETERROR: {self.last_error},{text}"])
 
-    # Sending --------------------------------------------------------------------------
+    # Sending
 
     async def send(self, command: Command) -> Reply:
         """``AT+QISEND=<id>,<n>``: prompt, payload, ``SEND OK``; ``n`` 0 asks counts."""
-        connect_id, size = command.int_arg(0), command.int_arg(1)
-        if command.form is not Form.SET or connect_id is None or size is None:
+        slot = self.slots.get(command.int_arg(0, -1) or 0)
+        size = command.int_arg(1, -1) or 0
+        if command.form is not Form.SET or slot is None:
             return Reply(result="ERROR")
-        slot = self.slots.get(connect_id)
         if size == 0:
-            if slot is None:
-                return Reply(result="ERROR")
             return Reply([self._send_counts(slot)])
-        if not 0 < size <= self.facts.max_send:
-            return Reply(result="ERROR")
-        if slot is None or slot.state != CONNECTED or slot.sock is None:
+        sendable = slot.state == CONNECTED and slot.sock is not None
+        if not sendable or not 0 < size <= self.facts.max_send:
             return Reply(result="ERROR")
 
         payload = await self.module.engine.read_payload(size, self.facts.prompt)
@@ -360,7 +381,7 @@ class Ec20(Personality):
         unacked = slot.sock.unacked if slot.sock else 0
         return f"+QISEND: {sent},{sent - unacked},{unacked}"
 
-    # Receiving ------------------------------------------------------------------------
+    # Receiving
 
     async def read(self, command: Command) -> Reply:
         """``AT+QIRD=<id>[,<n>]``: up to ``n`` bytes; ``n`` 0 asks the counters."""
@@ -401,8 +422,7 @@ class Ec20(Personality):
             self.spawn(self._resume_when_drained(sock))
 
     async def _resume_when_drained(self, sock: TcpSocket) -> None:
-        while self.module.transmitter.backlog > PUSH_BACKLOG // 2:
-            await asyncio.sleep(0.01)
+        await self.module.transmitter.wait_below(PUSH_BACKLOG // 2)
         sock.resume()
 
     def socket_closed(self, sock: TcpSocket) -> None:
@@ -414,12 +434,12 @@ class Ec20(Personality):
         logger.info("modem[%s]: socket %d closed by the far end", self.name, sock.link)
         self.urc(f'+QIURC: "closed",{sock.link}')
 
-    # Names ----------------------------------------------------------------------------
+    # Names
 
     async def resolve_name(self, command: Command) -> Reply:
         """``AT+QIDNSGIP=<ctx>,<name>``: ``OK``, then ``dnsgip`` URCs."""
-        context, host = command.int_arg(0), command.arg(1)
-        if command.form is not Form.SET or context not in _CONTEXTS or not host:
+        context, host = _context(command), command.arg(1)
+        if command.form is not Form.SET or context is None or not host:
             return Reply(result="ERROR")
         self.spawn(self._resolve(context, host))
         return Reply()

@@ -45,7 +45,7 @@ class _State(enum.Enum):
 
 
 class AtEngine:
-    """Turns the host's bytes into command lines and payloads, and watches its manners."""
+    """Turns host bytes into command lines and payloads; watches the host's manners."""
 
     def __init__(self, transmitter: Transmitter, name: str) -> None:
         self._transmitter = transmitter

@@ -128,7 +128,7 @@ class SimulatedModem:
         """True while the module echoes command lines."""
         return self._engine.echo
 
-    # Life cycle ---------------------------------------------------------------------
+    # Life cycle
 
     async def start(self) -> None:
         """Create the terminal and power the module up on the running loop."""
@@ -148,7 +148,11 @@ class SimulatedModem:
 
     def _power_up(self) -> None:
         self._terminal.open()
-        self._name_parts(os.path.basename(self.path))
+        self._name_parts(
+            os.path.basename(self.path)
+            if self.config.link
+            else self.path.removeprefix("/dev/")
+        )
         self._engine.reset()
         self._engine.muted = True
         self._loop_task = asyncio.get_running_loop().create_task(self._command_loop())
@@ -199,7 +203,7 @@ class SimulatedModem:
                 reply = b"\r\nERROR\r\n"
             self._engine.finish(reply)
 
-    # Faults ---------------------------------------------------------------------------
+    # Faults
 
     async def reboot(self, downtime: float | None = None) -> None:
         """Restart the module: the tty vanishes, comes back, boot URCs, echo on."""
@@ -223,8 +227,7 @@ class SimulatedModem:
 
     async def _off_later(self) -> None:
         # Let POWERED DOWN reach the host before the port goes away.
-        while self._transmitter.backlog:
-            await asyncio.sleep(0.01)
+        await self._transmitter.wait_below(0)
         self.power_off()
 
     def drop_bearer(self) -> None:

@@ -134,7 +134,7 @@ class Personality:
         """The cellular state behind this module."""
         return self.module.radio
 
-    # Running a line -----------------------------------------------------------
+    # Running a line
 
     async def execute(self, line: str) -> bytes:
         """The bytes that answer one command line, final result included."""
@@ -157,7 +157,7 @@ class Personality:
             return Reply(result="ERROR")
         return await handler(command)
 
-    # Output helpers -------------------------------------------------------------
+    # Output helpers
 
     def urc(self, text: str) -> None:
         """Print an unsolicited line."""
@@ -216,7 +216,7 @@ class Personality:
     def radio_changed(self, on: bool) -> None:
         """Hook for ``AT+CFUN`` switching the radio."""
 
-    # Common commands ----------------------------------------------------------------
+    # Common commands
 
     async def accept(self, command: Command) -> Reply:
         """Settings the simulator accepts and ignores."""

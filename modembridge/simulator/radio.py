@@ -59,7 +59,7 @@ class Radio:
         return asyncio.get_running_loop().time()
 
     def boot(self) -> None:
-        """Start the clock of a fresh boot: SIM busy, then searching, then registered."""
+        """Start a fresh boot's clock: SIM busy, then searching, then registered."""
         self.cancel_timers()
         self.powered = True
         self._booted_at = self._now()

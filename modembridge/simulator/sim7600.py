@@ -158,7 +158,9 @@ class Sim7600(Personality):
                 self.open_timeout = milliseconds / 1000
             return Reply()
         if command.form is Form.READ:
-            return Reply([f"+CIPTIMEOUT: 120000,{int(self.open_timeout * 1000)},120000"])
+            return Reply(
+                [f"+CIPTIMEOUT: 120000,{int(self.open_timeout * 1000)},120000"]
+            )
         return Reply()
 
     async def push_header(self, command: Command) -> Reply:
@@ -197,7 +199,7 @@ class Sim7600(Personality):
             ]
         )
 
-    # Bearer ---------------------------------------------------------------------------
+    # Bearer
 
     async def net_open(self, command: Command) -> Reply:
         """``AT+NETOPEN``: ``OK`` then ``+NETOPEN: 0``; ``?`` tells 1 open, 0 closed."""
@@ -263,7 +265,7 @@ class Sim7600(Personality):
         self.links.clear()
         self.notified.clear()
 
-    # Links --------------------------------------------------------------------------------
+    # Links
 
     def _link_number(self, command: Command) -> int | None:
         link = command.int_arg(0)
@@ -284,18 +286,25 @@ class Sim7600(Personality):
         link = self._link_number(command)
         if link is None:
             return Reply(result="ERROR")
-        if command.arg(1).upper() != "TCP":
-            return Reply([f"+CIPOPEN: {link},3"], "ERROR")
-        host, port = command.arg(2), command.int_arg(3)
-        if not host or port is None or not 0 < port < 65536:
-            return Reply([f"+CIPOPEN: {link},3"], "ERROR")
-        if not self.network_open:
-            return Reply([f"+CIPOPEN: {link},2"], "ERROR")
-        if self._is_open(link) or link in self.opening:
-            return Reply([f"+CIPOPEN: {link},4"], "ERROR")
+        host, port = command.arg(2), command.int_arg(3) or 0
+        refusal = self._open_refusal(command, link, host, port)
+        if refusal is not None:
+            return Reply([f"+CIPOPEN: {link},{refusal}"], "ERROR")
         self.opening.add(link)
         self.spawn(self._connect(link, host, port))
         return Reply()
+
+    def _open_refusal(
+        self, command: Command, link: int, host: str, port: int
+    ) -> int | None:
+        """The error code refusing an open at once, or None to try connecting."""
+        if command.arg(1).upper() != "TCP" or not host or not 0 < port < 65536:
+            return 3
+        if not self.network_open:
+            return 2
+        if self._is_open(link) or link in self.opening:
+            return 4
+        return None
 
     def _link_line(self, link: int) -> str:
         sock = self.links.get(link)
@@ -349,7 +358,7 @@ class Sim7600(Personality):
             sock.close()
             self.socket_closed(sock)
 
-    # Sending ------------------------------------------------------------------------------
+    # Sending
 
     async def send(self, command: Command) -> Reply:
         """``AT+CIPSEND=<link>,<length>``: prompt, payload, ``OK``, ``+CIPSEND:``."""
@@ -373,7 +382,7 @@ class Sim7600(Personality):
         await self.after_reply()
         self.urc(f"+CIPSEND: {link},{size},{confirmed}")
 
-    # Receiving -----------------------------------------------------------------------------
+    # Receiving
 
     async def receive(self, command: Command) -> Reply:
         """``AT+CIPRXGET``: 0/1 choose push or manual; 2/3 read; 4 asks how much."""
@@ -385,16 +394,18 @@ class Sim7600(Personality):
         if mode in (0, 1):
             self.manual_receive = mode == 1
             return Reply()
-        link = command.int_arg(1)
-        if mode not in (2, 3, 4) or link is None:
-            return Reply(result="ERROR")
-        if not 0 <= link < self.facts.socket_count:
+        link = command.int_arg(1, -1)
+        size = command.int_arg(2, self.facts.max_read) or 0
+        valid = (
+            mode in (2, 3, 4)
+            and link is not None
+            and 0 <= link < self.facts.socket_count
+            and 0 < size <= self.facts.max_read
+        )
+        if not valid or mode is None or link is None:
             return Reply(result="ERROR")
         if mode == 4:
             return self._pending_reply(link)
-        size = command.int_arg(2, self.facts.max_read)
-        if size is None or not 0 < size <= self.facts.max_read:
-            return Reply(result="ERROR")
         return self._read_reply(link, mode, size)
 
     def _pending_reply(self, link: int) -> Reply:
@@ -446,8 +457,7 @@ class Sim7600(Personality):
         self.urc_with_payload("\r\n".join(lines), chunk)
 
     async def _resume_when_drained(self, sock: TcpSocket) -> None:
-        while self.module.transmitter.backlog > PUSH_BACKLOG // 2:
-            await asyncio.sleep(0.01)
+        await self.module.transmitter.wait_below(PUSH_BACKLOG // 2)
         sock.resume()
 
     def socket_closed(self, sock: TcpSocket) -> None:
@@ -457,7 +467,7 @@ class Sim7600(Personality):
         logger.info("modem[%s]: link %d closed by the far end", self.name, sock.link)
         self.urc(f"+IPCLOSE: {sock.link},{_CLOSED_BY_REMOTE}")
 
-    # Names ----------------------------------------------------------------------------------
+    # Names
 
     async def resolve_name(self, command: Command) -> Reply:
         """``AT+CDNSGIP="<name>"``: resolved with this host's resolver."""
@@ -471,4 +481,3 @@ class Sim7600(Personality):
         except OpenError:
             return Reply(["+CDNSGIP: 0,10"], "ERROR")
         return Reply([f'+CDNSGIP: 1,"{host}","{address}"'])
-

@@ -144,13 +144,13 @@ class TcpSocket(asyncio.Protocol):
 
 
 async def open_tcp(
-    host: str, port: int, link: int, events: SocketEvents, timeout: float
+    host: str, port: int, link: int, events: SocketEvents, seconds: float
 ) -> TcpSocket:
-    """Resolve ``host`` and connect to it; raise ``OpenError`` on failure."""
+    """Resolve ``host`` and connect within ``seconds``; raise ``OpenError``."""
     loop = asyncio.get_running_loop()
     address = await resolve(host, port)
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(seconds):
             _transport, sock = await loop.create_connection(
                 lambda: TcpSocket(link, events), address, port
             )

@@ -10,6 +10,7 @@ to know when the host can have seen a prompt or a final result.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ class Transmitter:
         self._running = asyncio.Event()
         self._running.set()
         self._backlog = 0
+        self._progress = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -60,10 +62,8 @@ class Transmitter:
         """Stop writing and forget what was queued."""
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
         self.discard()
 
@@ -72,6 +72,7 @@ class Transmitter:
         while not self._queue.empty():
             self._queue.get_nowait()
         self._backlog = 0
+        self._progress.set()
 
     def send(self, data: bytes, on_written: Callable[[], None] | None = None) -> None:
         """Queue ``data``; ``on_written`` runs once it has reached the terminal."""
@@ -98,8 +99,15 @@ class Transmitter:
 
             await self._write_item(item.data)
             self._backlog = max(0, self._backlog - len(item.data))
+            self._progress.set()
             if item.on_written is not None:
                 item.on_written()
+
+    async def wait_below(self, limit: int) -> None:
+        """Return once no more than ``limit`` bytes wait to be written."""
+        while self._backlog > limit:
+            self._progress.clear()
+            await self._progress.wait()
 
     async def _write_item(self, data: bytes) -> None:
         if logger.isEnabledFor(logging.DEBUG):
