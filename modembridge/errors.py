@@ -78,3 +78,21 @@ class BearerError(ModemError):
 
 class RelayRefused(ModemError):
     """The relay refused the card (wrong token, bad name)."""
+
+
+class SimNotReady(ModemError):
+    """The SIM did not become ready (no SIM, PIN or PUK needed, or still busy)."""
+
+    def __init__(self, port: str, state: str) -> None:
+        super().__init__(f"{port}: SIM not ready: {state}")
+        self.port = port
+        self.state = state
+
+
+class UnsupportedModem(ModemError):
+    """The port answers AT, but the module is not one of the supported families."""
+
+    def __init__(self, port: str, description: str) -> None:
+        super().__init__(f"{port}: not a supported module: {description!r}")
+        self.port = port
+        self.description = description
