@@ -17,3 +17,7 @@ main.add_command(_udev.udev)
 from modembridge.cli import listports as _listports  # noqa: E402
 
 main.add_command(_listports.list_ports)
+
+from modembridge.cli import simulate as _simulate  # noqa: E402
+
+main.add_command(_simulate.simulate)
