@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import cast
 
 from relayserver import replies
 from relayserver.auth import Authenticator
@@ -81,8 +82,8 @@ class CardConnection(asyncio.Protocol):
         return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "?"
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
         self._relay.connection_made(self)
 
     def data_received(self, data: bytes) -> None:

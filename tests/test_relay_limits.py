@@ -1,0 +1,123 @@
+"""Limits: connections, request size, idle cards and cards that do not read."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+from relayclient_raw import (
+    CardEvents,
+    RawCard,
+    open_cards,
+    running_relay,
+    unread_socket,
+)
+
+from relayserver.limits import Limits
+
+
+async def test_connections_past_the_limit_are_closed_on_arrival(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with running_relay(limits=Limits(max_connections=2)) as relay:
+        a, b = await open_cards(relay.port, 2)
+        await a.connect("A")
+        await b.connect("B")
+        third = await RawCard.open(relay.port)
+        assert await third.closed_by_relay() == b""
+        assert any(
+            "2 connections already open" in r.getMessage() for r in caplog.records
+        )
+        await a.request(b"{'action':'send','to':'B','message':'hi'}", b"send_success")
+        await b.expect(b"hi")
+        # A place frees up once a card leaves.
+        events = CardEvents(relay)
+        await b.close()
+        await events.wait_for("disconnect", "B")
+        fourth = await RawCard.open(relay.port)
+        await fourth.connect("D")
+        for card in (a, third, fourth):
+            await card.close()
+
+
+async def test_the_request_size_bound_is_configurable() -> None:
+    async with running_relay(limits=Limits(max_request_size=100)) as relay:
+        a, b = await open_cards(relay.port, 2)
+        await b.connect("B")
+        small = b"{'action':'send','to':'B','message':'" + b"s" * 50 + b"'}"
+        large = b"{'action':'send','to':'B','message':'" + b"L" * 100 + b"'}"
+        await a.request(
+            small + large + small, b"send_success" + b"wrong format" + b"send_success"
+        )
+        await b.expect(b"s" * 100)
+        await a.close()
+        await b.close()
+
+
+async def test_a_silent_card_is_closed_after_the_idle_timeout() -> None:
+    async with running_relay(heartbeat=0.02, limits=Limits(idle_timeout=2)) as relay:
+        silent, talker = await open_cards(relay.port, 2)
+        await silent.connect("S")
+        await talker.connect("T")
+        # The talker answers every heartbeat with a ping, so it never falls silent.
+        for _ in range(8):
+            await talker.expect(b"heartbeat")
+            await talker.request(b"{'action':'ping'}", b"pong")
+        received = await silent.closed_by_relay()
+        assert received.replace(b"heartbeat", b"") == b""
+        assert relay.cards() == ["T"]
+        await silent.close()
+        await talker.close()
+
+
+async def test_without_an_idle_timeout_a_silent_v1_card_stays() -> None:
+    async with running_relay(heartbeat=0.02) as relay:
+        (silent,) = await open_cards(relay.port, 1)
+        await silent.connect("S")
+        for _ in range(10):
+            await silent.expect(b"heartbeat")
+        assert relay.cards() == ["S"]
+        await silent.close()
+
+
+async def test_a_card_that_does_not_read_is_dropped_not_buffered_for(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    limits = Limits(write_high_water=64 * 1024)
+    async with running_relay(limits=limits) as relay:
+        events = CardEvents(relay)
+        sleeper = unread_socket(relay.port)
+        sleeper.sendall(b"{'action':'connect','from':'B'}")
+        await events.wait_for("connect", "B")
+        (a,) = await open_cards(relay.port, 1)
+        await a.connect("A")
+        chunk = b"{'action':'send','to':'B','message':'" + b"z" * 30_000 + b"'}"
+        replies = b""
+        for _ in range(2000):
+            await a.send(chunk)
+            replies += await asyncio.wait_for(a.reader.readexactly(12), 5)
+            if replies.endswith(b"B not connec"):
+                await a.expect(b"t")
+                break
+        else:
+            pytest.fail("the relay kept buffering for a card that never reads")
+        await events.wait_for("disconnect", "B")
+        assert relay.cards() == ["A"]
+        dropped = [
+            r for r in caplog.records if "does not read fast enough" in r.getMessage()
+        ]
+        assert len(dropped) == 1
+        assert dropped[0].levelno == logging.WARNING
+        assert dropped[0].getMessage().startswith("card[B]: dropped")
+        sleeper.close()
+        await a.close()
+
+
+def test_limits_reject_nonsense() -> None:
+    with pytest.raises(ValueError, match="max_connections"):
+        Limits(max_connections=0)
+    with pytest.raises(ValueError, match="idle_timeout"):
+        Limits(idle_timeout=-1)
+    with pytest.raises(ValueError, match="max_request_size"):
+        Limits(max_request_size=10)
