@@ -141,26 +141,47 @@ class Agent:
         )
         self.version = 0
         self._stop = asyncio.Event()
+        self._interrupted = asyncio.Event()
         self._started = time.monotonic()
         self._last_sent = 0.0
         self._clients: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
+        self.listening: tuple[str, int] | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     def stop(self) -> None:
         """Ask the agent to deliver what it holds and exit."""
         self._stop.set()
 
+    def interrupt(self) -> None:
+        """Ask the agent to exit now, also in the middle of bringing the module up."""
+        self._interrupted.set()
+        self._stop.set()
+
     async def run(self) -> None:
         """Bring the module up, bridge until stopped, then shut down cleanly."""
-        await self.supervisor.start()
-        link = asyncio.create_task(self.supervisor.run(self._session))
+        link: asyncio.Task[None] | None = None
         try:
             await self._open_endpoint()
             self._tasks.append(asyncio.create_task(self.outbox.expire_forever()))
+            if not await self._started_unless_interrupted():
+                return
+            link = asyncio.create_task(self.supervisor.run(self._session))
             await self._until_stopped(link)
         finally:
             await self._shut_down(link)
+
+    async def _started_unless_interrupted(self) -> bool:
+        start = asyncio.create_task(self.supervisor.start())
+        interrupted = asyncio.create_task(self._interrupted.wait())
+        await asyncio.wait({start, interrupted}, return_when=asyncio.FIRST_COMPLETED)
+        interrupted.cancel()
+        if not start.done():
+            start.cancel()
+            await asyncio.gather(start, return_exceptions=True)
+            return False
+        start.result()
+        return True
 
     async def _until_stopped(self, link: asyncio.Task[None]) -> None:
         stopped = asyncio.create_task(self._stop.wait())
@@ -170,22 +191,26 @@ class Agent:
             # The link only ends by itself on a fatal error (the relay refused us).
             link.result()
             return
+        if self._interrupted.is_set():
+            return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.config.drain_timeout):
                 await asyncio.shield(link)
 
-    async def _shut_down(self, link: asyncio.Task[None]) -> None:
-        link.cancel()
-        for task in self._tasks:
+    async def _shut_down(self, link: asyncio.Task[None] | None) -> None:
+        tasks = [*self._tasks, *([link] if link else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(link, *self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self.outbox.abandon("the agent stopped before the relay acknowledged it")
         if self._server is not None:
             self._server.close()
         for writer in list(self._clients):
             writer.close()
         await self.supervisor.shutdown()
-        self._status(f"card {self.config.card}: offline, socket and bearer closed")
+        if link is not None:
+            card = self.config.card
+            self._status(f"card {card}: offline, socket and bearer closed")
 
     async def _session(self, pipe: BytePipe) -> None:
         """One relay session over one socket; returns once stopped and drained."""
@@ -299,6 +324,7 @@ class Agent:
                 self._client_connected, host, port, limit=MAX_LINE
             )
             bound = self._server.sockets[0].getsockname()
+            self.listening = (str(bound[0]), int(bound[1]))
             self._status(f"card {self.config.card}: listening on {bound[0]}:{bound[1]}")
         elif self.stdin is not None:
             self._tasks.append(asyncio.create_task(self._read_stdin(self.stdin)))

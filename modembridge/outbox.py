@@ -188,7 +188,8 @@ class Outbox:
 
     def _report(self, message: Outgoing, reason: str) -> None:
         _LOGGER.warning(
-            "outbox: message %d to %s undeliverable: %s",
+            "card[%s]: message %d to %s undeliverable: %s",
+            self.card,
             message.seq,
             message.to,
             reason,

@@ -191,6 +191,9 @@ class Supervisor:
         self._pipe = await modem.open_socket(*self.relay)
         try:
             await session(self._pipe)
+        except OSError as exc:
+            # A pipe over a host socket reports a broken connection this way.
+            raise LinkLost(Cause.SOCKET, str(exc) or type(exc).__name__) from exc
         finally:
             await self._close_pipe()
 

@@ -1,0 +1,220 @@
+"""The attach agent over loopback modules and the real relay: endpoints, no loss."""
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from test_supervisor import FAST, LoopbackModem
+
+from modembridge.agent import Agent, AgentConfig, format_delivery, parse_line
+from modembridge.modem import Modem
+from relayserver.server import RelayConfig, RelayServer
+
+
+class Screen:
+    """Collects what the agent prints, line by line, and lets a test wait for it."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self._partial = ""
+        self._changed = asyncio.Event()
+
+    def write(self, text: str) -> int:
+        self._partial += text
+        *whole, self._partial = self._partial.split("\n")
+        self.lines += whole
+        self._changed.set()
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def say(self, text: str) -> None:
+        self.write(text + "\n")
+
+    async def wait_for(self, predicate, within: float = 5) -> list[str]:  # type: ignore[no-untyped-def]
+        async with asyncio.timeout(within):
+            while not predicate(self.lines):
+                self._changed.clear()
+                await self._changed.wait()
+        return self.lines
+
+
+class Card:
+    """One agent on one loopback module, fed from a test-controlled stdin."""
+
+    def __init__(self, tmp_path: Path, relay: RelayServer, name: str, **config):  # type: ignore[no-untyped-def]
+        self.path = tmp_path / f"tty-{name}"
+        self.path.touch()
+        self.log: list[str] = []
+        self.modems: list[LoopbackModem] = []
+        self.stdin = asyncio.StreamReader()
+        self.stdout = Screen()
+        self.status = Screen()
+        settings = {"policy": FAST, "drain_timeout": 2.0, **config}
+        self.agent = Agent(
+            AgentConfig(str(self.path), name, ("127.0.0.1", relay.port), **settings),
+            open_modem=self.open_modem,
+            bring_up=self.bring_up,
+            stdin=self.stdin,
+            stdout=self.stdout,  # type: ignore[arg-type]
+            status=self.status.say,
+        )
+        self.task: asyncio.Task[None] | None = None
+
+    async def open_modem(self, port: str) -> Modem:
+        modem = LoopbackModem(Path(port), self.log)
+        self.modems.append(modem)
+        return modem
+
+    async def bring_up(self, modem: Modem) -> object:
+        return await modem.bearer_up()
+
+    async def start(self) -> "Card":
+        self.task = asyncio.create_task(self.agent.run())
+        await self.status.wait_for(lambda lines: any("online" in x for x in lines))
+        return self
+
+    def type(self, *lines: str) -> None:
+        for line in lines:
+            self.stdin.feed_data(line.encode() + b"\n")
+
+    async def finish(self) -> None:
+        self.stdin.feed_eof()
+        assert self.task is not None
+        await asyncio.wait_for(self.task, 10)
+
+
+@pytest.fixture
+async def relay() -> AsyncIterator[RelayServer]:
+    server = RelayServer(RelayConfig(host="127.0.0.1", port=0, heartbeat=0.2))
+    await server.start()
+    yield server
+    await server.close()
+
+
+def test_lines_name_their_target_by_prefix_unless_to_is_given() -> None:
+    assert parse_line("B: hello: world", None) == ("B", "hello: world")
+    assert parse_line("B: hello", "C") == ("C", "B: hello")
+    with pytest.raises(ValueError, match="no target"):
+        parse_line("hello", None)
+
+
+def test_deliveries_print_their_sender_or_json() -> None:
+    assert format_delivery("A", b"hi\n", json_output=False) == "A: hi"
+    assert format_delivery(None, b"hi", json_output=False) == "hi"
+    assert json.loads(format_delivery("A", b"\xff", json_output=True)) == {
+        "from": "A",
+        "data": "/w==",
+    }
+
+
+async def test_stdin_lines_go_both_ways_with_their_sender(
+    tmp_path: Path, relay: RelayServer
+) -> None:
+    a = await Card(tmp_path, relay, "A").start()
+    b = await Card(tmp_path, relay, "B", to="A").start()
+
+    a.type("B: hello B", "B: second")
+    b.type("hello A")
+
+    assert await b.stdout.wait_for(lambda x: len(x) == 2) == [
+        "A: hello B",
+        "A: second",
+    ]
+    assert await a.stdout.wait_for(lambda x: len(x) == 1) == ["B: hello A"]
+    await a.finish()
+    await b.finish()
+    assert a.log[-2:] == ["bearer_down", "close"]
+    assert any("offline" in line for line in a.status.lines)
+
+
+async def test_listen_bridges_local_programs(
+    tmp_path: Path, relay: RelayServer
+) -> None:
+    a = await Card(tmp_path, relay, "A", listen=("127.0.0.1", 0)).start()
+    b = await Card(tmp_path, relay, "B").start()
+    assert a.agent.listening is not None
+    reader, writer = await asyncio.open_connection(*a.agent.listening)
+
+    writer.write(b"B: from a program\n")
+    b.type("A: back to the program")
+
+    assert await b.stdout.wait_for(lambda x: x) == ["A: from a program"]
+    line = await asyncio.wait_for(reader.readline(), 5)
+    assert line == b"B: back to the program\n"
+    writer.close()
+    a.agent.stop()
+    await asyncio.wait_for(a.task, 10)  # type: ignore[arg-type]
+    await b.finish()
+
+
+async def test_undeliverable_messages_are_reported_to_whoever_handed_them(
+    tmp_path: Path, relay: RelayServer
+) -> None:
+    a = await Card(tmp_path, relay, "A", listen=("127.0.0.1", 0), patience=0.3).start()
+    assert a.agent.listening is not None
+    reader, writer = await asyncio.open_connection(*a.agent.listening)
+
+    writer.write(b"Z: nobody home\nno target here\n")
+
+    first = await asyncio.wait_for(reader.readline(), 5)
+    second = await asyncio.wait_for(reader.readline(), 5)
+    assert first.startswith(b"! not sent: no target")
+    assert second.startswith(b"! not delivered to Z: 'nobody home'")
+    assert any("not delivered to Z" in line for line in a.status.lines)
+    writer.close()
+    a.agent.stop()
+    await asyncio.wait_for(a.task, 10)  # type: ignore[arg-type]
+
+
+async def test_messages_handed_over_while_the_link_is_down_arrive_once_in_order(
+    tmp_path: Path, relay: RelayServer
+) -> None:
+    a = await Card(tmp_path, relay, "A").start()
+    b = await Card(tmp_path, relay, "B").start()
+    a.type("B: before")
+    await b.stdout.wait_for(lambda x: x == ["A: before"])
+
+    a.modems[-1].failing_opens = 2
+    await a.modems[-1].drop_bearer()
+    a.type(*(f"B: during {n}" for n in range(5)))
+    await a.status.wait_for(lambda x: sum("online" in line for line in x) == 2)
+    a.type("B: after")
+
+    expected = ["A: before", *(f"A: during {n}" for n in range(5)), "A: after"]
+    assert await b.stdout.wait_for(lambda x: len(x) >= 7) == expected
+    await a.finish()
+    await b.finish()
+    assert b.stdout.lines == expected
+
+
+async def test_missing_heartbeats_count_as_a_dead_socket(tmp_path: Path) -> None:
+    quiet = RelayServer(RelayConfig(host="127.0.0.1", port=0, heartbeat=30))
+    await quiet.start()
+    a = await Card(tmp_path, quiet, "A", silence_limit=0.3).start()
+
+    await a.status.wait_for(lambda x: any("heartbeats missing" in y for y in x))
+    await a.status.wait_for(lambda x: sum("online" in y for y in x) >= 2)
+
+    a.agent.interrupt()
+    await asyncio.wait_for(a.task, 10)  # type: ignore[arg-type]
+    await quiet.close()
+
+
+async def test_end_of_input_delivers_what_is_held_then_exits(
+    tmp_path: Path, relay: RelayServer
+) -> None:
+    b = await Card(tmp_path, relay, "B").start()
+    a = Card(tmp_path, relay, "A")
+    a.type(*(f"B: {n}" for n in range(20)))
+    a.stdin.feed_eof()
+
+    await asyncio.wait_for(a.agent.run(), 10)
+
+    assert await b.stdout.wait_for(lambda x: len(x) == 20) == [
+        f"A: {n}" for n in range(20)
+    ]
+    await b.finish()
