@@ -32,8 +32,12 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TextIO
 
+from modembridge.bringup import BringUpReport, bring_up
+from modembridge.detect import open_modem
+from modembridge.modem import Modem
 from modembridge.outbox import Outbox, OutboxFull, Outgoing
 from modembridge.pipe import BytePipe
 from modembridge.relayclient import (
@@ -59,6 +63,15 @@ from modembridge.supervisor import (
 _LOGGER = logging.getLogger(__name__)
 
 _PREFIX = re.compile(r"^([A-Za-z0-9_.\-]{1,64}):[ ]?(.*)$", re.DOTALL)
+PROGRESS_EVERY = 5.0
+"""Seconds between two progress lines of the same bring-up stage."""
+STAGE_WORDS = {
+    "prepare": "waiting for the module to answer",
+    "sim": "waiting for the SIM",
+    "registration": "waiting for network registration",
+    "apn": "writing the APN",
+    "bearer": "waiting for the data bearer",
+}
 DEFAULT_HEARTBEAT = 30.0
 """The relay's heartbeat interval when it does not announce one (version 1)."""
 MAX_LINE = 64 * 1024
@@ -72,6 +85,8 @@ class AgentConfig:
     port: str
     card: str
     server: tuple[str, int]
+    apn: str = ""
+    wire_log: Path | None = None
     to: str | None = None
     listen: tuple[str, int] | None = None
     token: str | None = None
@@ -114,8 +129,8 @@ class Agent:
         self,
         config: AgentConfig,
         *,
-        open_modem: OpenModem,
-        bring_up: BringUp,
+        open_modem: OpenModem | None = None,
+        bring_up: BringUp | None = None,
         stdin: asyncio.StreamReader | None = None,
         stdout: TextIO | None = None,
         status: Callable[[str], None] | None = None,
@@ -133,13 +148,14 @@ class Agent:
         self.supervisor = Supervisor(
             config.port,
             config.server,
-            open_modem=open_modem,
-            bring_up=bring_up,
+            open_modem=open_modem or self._open_modem,
+            bring_up=bring_up or self._bring_up,
             policy=config.policy,
             card=config.card,
             on_state=self._state_changed,
         )
         self.version = 0
+        self._progress_shown: dict[str, float] = {}
         self._stop = asyncio.Event()
         self._interrupted = asyncio.Event()
         self._started = time.monotonic()
@@ -148,6 +164,28 @@ class Agent:
         self._server: asyncio.Server | None = None
         self.listening: tuple[str, int] | None = None
         self._tasks: list[asyncio.Task[None]] = []
+
+    async def _open_modem(self, port: str) -> Modem:
+        return await open_modem(port, wire_log=self.config.wire_log)
+
+    async def _bring_up(self, modem: Modem) -> BringUpReport:
+        self._progress_shown.clear()
+        report = await bring_up(modem, self.config.apn, on_progress=self._progress)
+        identity, operator = report.identity, report.operator or "?"
+        self._status(
+            f"card {self.config.card}: {identity.model} up on {operator}, "
+            f"address {report.address}, {report.total_seconds:.1f} s"
+        )
+        return report
+
+    def _progress(self, stage: str, seconds: float) -> None:
+        """Say what the bring-up waits for, after a second, then every few seconds."""
+        shown = self._progress_shown.get(stage)
+        if seconds < 1 or (shown is not None and seconds - shown < PROGRESS_EVERY):
+            return
+        self._progress_shown[stage] = seconds
+        waiting = STAGE_WORDS.get(stage, stage)
+        self._status(f"card {self.config.card}: {waiting} ({seconds:.0f} s)")
 
     def stop(self) -> None:
         """Ask the agent to deliver what it holds and exit."""

@@ -21,3 +21,7 @@ main.add_command(_listports.list_ports)
 from modembridge.cli import simulate as _simulate  # noqa: E402
 
 main.add_command(_simulate.simulate)
+
+from modembridge.cli import attach as _attach  # noqa: E402
+
+main.add_command(_attach.attach)

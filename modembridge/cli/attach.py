@@ -1,0 +1,135 @@
+"""``modembridge attach``: a module as a card on the relay, for as long as wanted.
+
+Lines typed on standard input go to the ``--to`` card, or to the card a ``B: text``
+prefix names; what arrives is printed on standard output. With ``--listen`` the same
+bridge is a TCP port for local programs. Status goes to standard error. Ctrl-D (end of
+input) delivers what is held and exits; Ctrl-C or SIGTERM exits at once. Either way the
+socket and the bearer are closed and the module is left ready for the next run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from modembridge.agent import Agent, AgentConfig
+from modembridge.cli.options import (
+    HostPort,
+    apn_option,
+    card_option,
+    check_port,
+    configure_logging,
+    json_option,
+    port_argument,
+    run,
+    server_option,
+    token_option,
+    verbose_option,
+    wire_log_option,
+)
+from modembridge.supervisor import RecoveryPolicy
+
+_SECONDS = click.FloatRange(min=0.0, min_open=True)
+
+
+@click.command("attach")
+@port_argument
+@card_option
+@server_option
+@apn_option
+@click.option("--to", default=None, help="Send every input line to this card.")
+@click.option(
+    "--listen",
+    type=HostPort(None),
+    default=None,
+    help="Serve the bridge on HOST:PORT for local programs instead of stdin/stdout.",
+)
+@token_option
+@click.option(
+    "--silence",
+    type=_SECONDS,
+    default=None,
+    help="Seconds without a word from the relay that mean the socket is dead "
+    "[default: 2.5 heartbeat intervals].",
+)
+@click.option(
+    "--backoff",
+    type=_SECONDS,
+    default=1.0,
+    show_default=True,
+    help="First wait between recovery attempts; it doubles up to --backoff-max.",
+)
+@click.option("--backoff-max", type=_SECONDS, default=60.0, show_default=True)
+@click.option(
+    "--patience",
+    type=_SECONDS,
+    default=120.0,
+    show_default=True,
+    help="Seconds a message may wait for the relay before it is reported unsent.",
+)
+@wire_log_option
+@json_option
+@verbose_option
+def attach(
+    *,
+    port: str,
+    card: str,
+    server: tuple[str, int],
+    apn: str,
+    to: str | None,
+    listen: tuple[str, int] | None,
+    token: str | None,
+    silence: float | None,
+    backoff: float,
+    backoff_max: float,
+    patience: float,
+    wire_log: Path | None,
+    json_output: bool,
+    verbose: int,
+) -> None:
+    """Bring the module at PORT up and bridge it to the relay as card --card."""
+    configure_logging(verbose)
+    check_port(port)
+    config = AgentConfig(
+        port=port,
+        card=card,
+        server=server,
+        apn=apn,
+        wire_log=wire_log,
+        to=to,
+        listen=listen,
+        token=token,
+        json_output=json_output,
+        silence_limit=silence,
+        patience=patience,
+        policy=RecoveryPolicy(backoff_base=backoff, backoff_max=backoff_max),
+    )
+    run(_attach(config), port)
+
+
+async def _attach(config: AgentConfig) -> None:
+    stdin = None if config.listen is not None else await _stdin_reader()
+    agent = Agent(config, stdin=stdin)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, agent.interrupt)
+    await agent.run()
+
+
+async def _stdin_reader() -> asyncio.StreamReader:
+    """Standard input as a stream; a regular file is read in a worker thread."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    try:
+        await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer
+        )
+    except ValueError:
+        # Pipes, sockets and terminals stream; a file redirected with < does not.
+        reader.feed_data(await asyncio.to_thread(sys.stdin.buffer.read))
+        reader.feed_eof()
+    return reader
