@@ -156,9 +156,14 @@ class Sim7600(ATDialect):
     def dialect_urc(self, line: str) -> None:
         """Data waiting, a link closed, the network lost, a push header."""
         if line.startswith("+CIPRXGET: 1,"):
-            self._for_link(line, lambda s: s.data_waiting())
+            socket = self._socket_named(_second(line.partition(":")[2]))
+            if socket is not None:
+                socket.data_waiting()
         elif line.startswith("+IPCLOSE:"):
-            link = self._for_link(line, lambda s: s.closed_by_network())
+            link = _first(line.partition(":")[2])
+            socket = self._socket_named(link)
+            if socket is not None:
+                socket.closed_by_network()
             self.emit(EventKind.SOCKET_CLOSED, line, link)
         elif line.startswith(NETWORK_LOST):
             self.bearer_lost(line)
@@ -184,14 +189,8 @@ class Sim7600(ATDialect):
                 return socket.link
         return sockets[0].link if len(sockets) == 1 else None
 
-    def _for_link(
-        self, line: str, action: Callable[[DialectSocket], None]
-    ) -> int | None:
-        link = _first(line.partition(":")[2])
-        socket = self.socket(link) if link is not None else None
-        if socket is not None:
-            action(socket)
-        return link
+    def _socket_named(self, link: int | None) -> DialectSocket | None:
+        return self.socket(link) if link is not None else None
 
 
 class Sim7600Socket(DialectSocket):

@@ -58,6 +58,19 @@ class ScriptedPeer:
         """Print ``data`` unsolicited (a URC, a boot message, garbage)."""
         self._outbox.put_nowait(data)
 
+    def push_later(self, seconds: float, data: bytes) -> None:
+        """Print ``data`` unsolicited after ``seconds`` (a result that comes later)."""
+        self._loop.call_later(seconds, self.push, data)
+
+    def then(self, reply: bytes, seconds: float, later: bytes) -> Reply:
+        """A reply that prints ``reply`` now and ``later`` after ``seconds``."""
+
+        def answer(command: str) -> bytes:
+            self.push_later(seconds, later)
+            return reply
+
+        return answer
+
     async def wait_for(self, predicate: Callable[[list[str]], bool]) -> None:
         """Wait until the received commands satisfy ``predicate``."""
         while not predicate(self.commands):
@@ -168,3 +181,63 @@ def _next_reply(
             reply = replies.popleft() if len(replies) > 1 else replies[0]
             return reply(command) if callable(reply) else reply
     return None
+
+
+OK = b"\r\nOK\r\n"
+
+
+def script_common(peer: ScriptedPeer) -> None:
+    """What both families answer alike, with a ready SIM and home registration."""
+    for command in ("AT", "ATE0", "AT+CMEE=2", "AT+CFUN=0", "AT+CFUN=1"):
+        peer.on(command, OK)
+    peer.on("AT+CGSN", b"\r\n868822040061788\r\n" + OK)
+    peer.on("AT+CPIN?", b"\r\n+CPIN: READY\r\n" + OK)
+    peer.on("AT+CSQ", b"\r\n+CSQ: 20,99\r\n" + OK)
+    peer.on("AT+CREG?", b"\r\n+CREG: 0,1\r\n" + OK)
+    peer.on("AT+CGREG?", b"\r\n+CGREG: 0,1\r\n" + OK)
+    peer.on("AT+CEREG?", b"\r\n+CEREG: 0,1\r\n" + OK)
+    peer.on("AT+COPS?", b'\r\n+COPS: 0,0,"Mint",7\r\n' + OK)
+
+
+def script_sim7600(peer: ScriptedPeer) -> None:
+    """A SIM7600G-H that brings its bearer up and opens link 0 to the relay."""
+    script_common(peer)
+    peer.on(
+        "ATI",
+        b"\r\nManufacturer: SIMCOM INCORPORATED\r\nModel: SIMCOM_SIM7600G-H\r\n"
+        b"Revision: SIM7600G_V2.0.2\r\nIMEI: 868822040061788\r\n+GCAP: +CGSM\r\n" + OK,
+    )
+    peer.on("AT+CGMI", b"\r\nSIMCOM INCORPORATED\r\n" + OK)
+    peer.on("AT+CGMM", b"\r\nSIMCOM_SIM7600G-H\r\n" + OK)
+    peer.on("AT+CGMR", b"\r\n+CGMR: LE20B04SIM7600M22\r\n" + OK)
+    peer.on("AT+CICCID", b"\r\n+ICCID: 89883030000005421166\r\n" + OK)
+    for command in ("AT+CSOCKSETPN=1", "AT+CIPMODE=0", "AT+CIPRXGET=1"):
+        peer.on(command, OK)
+    peer.on('AT+CGDCONT=1,"IP","internet"', OK)
+    peer.on("AT+NETOPEN?", b"\r\n+NETOPEN: 0\r\n" + OK)
+    peer.on("AT+NETOPEN", peer.then(OK, 0.05, b"\r\n+NETOPEN: 0\r\n"))
+    peer.on("AT+IPADDR", b"\r\n+IPADDR: 10.23.156.36\r\n" + OK)
+    peer.on(
+        r'AT\+CIPOPEN=0,"TCP","127\.0\.0\.1",8888',
+        peer.then(OK, 0.02, b"\r\n+CIPOPEN: 0,0\r\n"),
+        regex=True,
+    )
+    peer.on("AT+CIPCLOSE=0", peer.then(OK, 0.02, b"\r\n+CIPCLOSE: 0,0\r\n"))
+
+
+def script_ec20(peer: ScriptedPeer) -> None:
+    """An EC25 that activates context 1 and opens socket 0 to the relay."""
+    script_common(peer)
+    peer.on("ATI", b"\r\nQuectel\r\nEC25\r\nRevision: EC25EFAR06A06M4G\r\n" + OK)
+    peer.on("AT+CGMI", b"\r\nQuectel\r\n" + OK)
+    peer.on("AT+CGMM", b"\r\nEC25\r\n" + OK)
+    peer.on("AT+CGMR", b"\r\nEC25EFAR06A06M4G\r\n" + OK)
+    peer.on("AT+QCCID", b"\r\n+QCCID: 89860318760221345678\r\n" + OK)
+    peer.on('AT+QICSGP=1,1,"internet","","",0', OK)
+    peer.on("AT+QIACT?", OK, b'\r\n+QIACT: 1,1,1,"10.1.2.3"\r\n' + OK)
+    peer.on("AT+QIACT=1", OK)
+    peer.on(
+        'AT+QIOPEN=1,0,"TCP","127.0.0.1",8888,0,0',
+        peer.then(OK, 0.02, b"\r\n+QIOPEN: 0,0\r\n"),
+    )
+    peer.on("AT+QICLOSE=0", OK)
