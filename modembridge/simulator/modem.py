@@ -156,7 +156,10 @@ class SimulatedModem:
         self._engine.reset()
         self._engine.muted = True
         self._loop_task = asyncio.get_running_loop().create_task(self._command_loop())
-        self._boot_task = asyncio.get_running_loop().create_task(self._boot())
+        if self.config.boot_time > 0:
+            self._boot_task = asyncio.get_running_loop().create_task(self._boot())
+        else:
+            self._booted()
 
     def _name_parts(self, name: str) -> None:
         """Put the device name in every part's log lines."""
@@ -176,6 +179,9 @@ class SimulatedModem:
 
     async def _boot(self) -> None:
         await asyncio.sleep(self.config.boot_time)
+        self._booted()
+
+    def _booted(self) -> None:
         self._engine.muted = self._hung
         self._radio.boot()
         for text in self._boot_urcs()[0]:
