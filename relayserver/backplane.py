@@ -49,7 +49,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from relayserver import replies
 from relayserver.presence import ClusterUnavailable, Presence
+from relayserver.requests import Send
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -65,6 +67,8 @@ SILENT_BEACONS = 3
 
 # At most this many presence probes in flight at once, per lookup.
 _PROBE_BATCH = 100
+# At most this many of one connection's sends cross to other nodes at once.
+_SEND_BATCH = 256
 
 _SEND, _PROBE = b"S", b"P"
 _DELIVERED, _FAILED = b"+", b"-"
@@ -111,6 +115,14 @@ class LocalCards(Protocol):
 
     def evict(self, name: str) -> None:
         """Close this node's session of ``name``: a newer one connected elsewhere."""
+
+
+class Sender(Protocol):
+    """A card connection whose sends the backplane answers (the relay's connection)."""
+
+    name: str | None
+    proto: int
+    deferred: list[Any] | None
 
 
 class Backplane:
@@ -236,6 +248,47 @@ class Backplane:
         if reply.data == _DELIVERED:
             return Delivery.DELIVERED, "delivered"
         return Delivery.NOT_CONNECTED, "refused"
+
+    async def answer_sends(self, connection: Sender, first: Send) -> bytes:
+        """Route ``first`` and the sends queued right behind it; their replies.
+
+        The connection's requests wait while a send crosses to another node. The
+        sends already waiting behind it go out together, in order, so a card that
+        pipelines gets one round trip a batch, not one a message; the replies come
+        back in the order of the requests.
+        """
+        waiting = connection.deferred or []
+        count = 0
+        while count < min(len(waiting), _SEND_BATCH - 1):
+            if not isinstance(waiting[count], Send):
+                break
+            count += 1
+        batch = [first, *waiting[:count]]
+        del waiting[:count]
+
+        routed = await asyncio.gather(
+            *(self._route(connection.name, send) for send in batch)
+        )
+        return b"".join(
+            _send_reply(connection.proto, send, delivery)
+            for send, delivery in zip(batch, routed, strict=True)
+        )
+
+    async def _route(self, sender: str | None, send: Send) -> Delivery:
+        """Deliver here if the target is here by now, else through the cluster."""
+        metrics = self._metrics
+        if self._cards.deliver(send.to, sender, send.payload, send.binary):
+            if metrics is not None:
+                metrics.message_relayed(len(send.payload))
+            return Delivery.DELIVERED
+
+        delivery = await self.send(send.to, sender, send.payload, send.binary)
+        if metrics is not None:
+            if delivery is Delivery.DELIVERED:
+                metrics.message_relayed(len(send.payload), "cluster")
+            else:
+                metrics.error(delivery.value.replace(" ", "_"))
+        return delivery
 
     async def probe(self, names: Sequence[str]) -> dict[str, str | None]:
         """The node holding each of ``names``, or ``None``; raises when cut off."""
@@ -501,6 +554,16 @@ def subject_token(name: str) -> str:
         return escaped
     # Subjects have a size limit; a long name is named by its digest instead.
     return "~" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _send_reply(proto: int, send: Send, delivery: Delivery) -> bytes:
+    """What the sender reads about ``send``, in its protocol version."""
+    if delivery is Delivery.DELIVERED:
+        return replies.SEND_SUCCESS if proto == 1 else replies.send_ok(send.id)
+    if proto == 1:
+        # Version 1 has one word for every failure.
+        return replies.not_connected(send.to)
+    return replies.error(delivery.value, send.id, to=send.to)
 
 
 def _send_frame(sender: str | None, payload: bytes, binary: bool) -> bytes:

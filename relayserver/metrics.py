@@ -40,6 +40,7 @@ class RelayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self._labels: dict[str, set[str]] = {}
+        self.port: int | None = None
         self._server: Any = None
         self._thread: Any = None
         self._define_cards()
@@ -52,9 +53,11 @@ class RelayMetrics:
         self._server, self._thread = start_http_server(
             port, addr=host, registry=self.registry
         )
-        bound = int(self._server.server_port)
-        logger.info("metrics: serving Prometheus text on %s:%d/metrics", host, bound)
-        return bound
+        self.port = int(self._server.server_port)
+        logger.info(
+            "metrics: serving Prometheus text on %s:%d/metrics", host, self.port
+        )
+        return self.port
 
     def close(self) -> None:
         """Stop the HTTP server; closing twice is harmless."""

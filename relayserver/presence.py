@@ -32,14 +32,19 @@ ClusterProbe = Callable[[Sequence[str]], Awaitable[dict[str, str | None]]]
 
 
 class PresenceError(RelayError):
-    """A presence request cannot be answered; the message says why."""
+    """A presence request cannot be answered: ``what`` in short, ``detail`` why."""
+
+    def __init__(self, what: str, detail: str = "") -> None:
+        super().__init__(what + (f": {detail}" if detail else ""))
+        self.what = what
+        self.detail = detail
 
 
 class ClusterUnavailable(PresenceError):
     """The cluster cannot be asked right now (its messaging system is unreachable)."""
 
     def __init__(self, detail: str = "") -> None:
-        super().__init__("cluster unavailable" + (f": {detail}" if detail else ""))
+        super().__init__("cluster unavailable", detail)
 
 
 class Watcher(Protocol):
@@ -78,7 +83,7 @@ class Presence:
         check_names(names)
         watched = self._watching.setdefault(watcher, set())
         if len(watched | set(names)) > MAX_NAMES:
-            raise PresenceError(f"a card may watch at most {MAX_NAMES} names")
+            raise PresenceError("too many names", f"a card watches {MAX_NAMES} at most")
 
         watched.update(names)
         for name in names:
@@ -192,8 +197,8 @@ class Presence:
 def check_names(names: Sequence[str]) -> None:
     """Refuse a list of names that is empty, too long or holds something else."""
     if not names:
-        raise PresenceError("names must list at least one card")
+        raise PresenceError("wrong format", "names must list at least one card")
     if len(names) > MAX_NAMES:
-        raise PresenceError(f"at most {MAX_NAMES} names a request")
+        raise PresenceError("too many names", f"{MAX_NAMES} a request at most")
     if not all(isinstance(name, str) and name for name in names):
-        raise PresenceError("names must be non-empty strings")
+        raise PresenceError("wrong format", "names must be non-empty strings")

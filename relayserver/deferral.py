@@ -1,0 +1,94 @@
+"""Answers that come later, without reordering a connection's replies.
+
+Most requests are answered at once, in the read that completed them. A few wait on
+the network: a send to a card another node holds, a presence question the cluster
+must answer. Version 1 replies carry no id, so a card matches them to its requests
+by order alone, and a later answer must not be overtaken. While one is pending the
+connection stops reading, the requests already decoded wait in order, and once the
+answer is written they are handled as if they had just arrived.
+
+So a connection has one answer pending at most. Whoever produces the answer may
+take requests from the front of the waiting ones and answer them together (the
+backplane does so with a run of sends), as long as it answers them in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any, Protocol
+
+logger = logging.getLogger(__name__)
+
+Answer = Coroutine[Any, Any, bytes | None]
+
+
+class Waiting(Protocol):
+    """A card connection as far as answering it later goes."""
+
+    transport: asyncio.Transport | None
+    deferred: list[Any] | None
+    closing: bool
+
+    @property
+    def label(self) -> str:
+        """How log lines name the connection."""
+
+    def queue(self, data: bytes) -> None:
+        """Write ``data`` with the connection's other replies."""
+
+    def drop(self) -> None:
+        """Close the connection at once."""
+
+
+class Handler(Protocol):
+    """The relay as far as answering later goes."""
+
+    def handle(self, connection: Any, events: list[Any]) -> None:
+        """Act on requests of ``connection`` and write what they produced."""
+
+    def flush_pending(self, last: Any = None) -> None:
+        """Write everything queued."""
+
+
+class Deferral:
+    """The answers a relay owes its cards, each holding back its connection."""
+
+    def __init__(self, relay: Handler) -> None:
+        self._relay = relay
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def answer_later(self, connection: Waiting, answer: Answer) -> None:
+        """Write what ``answer`` returns, then go on with ``connection``'s requests."""
+        connection.deferred = []
+        if connection.transport is not None:
+            connection.transport.pause_reading()
+        task = asyncio.create_task(self._answer(connection, answer))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def close(self) -> None:
+        """Give up on every pending answer (the relay is stopping)."""
+        for task in list(self._pending):
+            task.cancel()
+        await asyncio.gather(*self._pending, return_exceptions=True)
+
+    async def _answer(self, connection: Waiting, answer: Answer) -> None:
+        try:
+            reply = await answer
+        except Exception:
+            logger.exception("card[%s]: a later answer failed", connection.label)
+            connection.drop()
+            return
+
+        if connection.closing:
+            return
+        if reply:
+            connection.queue(reply)
+        self._relay.flush_pending(connection)
+        waiting, connection.deferred = connection.deferred, None
+        if connection.transport is not None:
+            connection.transport.resume_reading()
+        if waiting:
+            self._relay.handle(connection, waiting)
