@@ -121,36 +121,42 @@ class RequestDecoder:
     def _decode(self, view: bytes | bytearray, events: list[Event]) -> int:
         """Decode all of ``view``; return where the unfinished tail starts."""
         pos, end = 0, len(view)
+        fast_send, max_size, append = _FAST_SEND.match, self._max_size, events.append
         while pos < end:
-            if self._mode is _Mode.NORMAL:
-                if self._scanned == 0:
+            if self._mode is not _Mode.NORMAL:
+                pos = self._skip(view, pos)
+                continue
+            if self._scanned == 0:
+                if view[pos] != _OPEN:
                     pos = _skip_separators(view, pos)
                     if pos == end:
                         break
-                after = self._next_request(view, pos, events)
-                if after is None:
-                    return pos
-                pos = after
-            elif self._mode is _Mode.SKIP_REQUEST:
-                pos = self._skip_request(view, pos)
-            else:
-                pos = self._skip_line(view, pos)
+                # The common send, straight from the bytes (see the module docstring).
+                fast = fast_send(view, pos)
+                if fast is not None and fast.end() - pos <= max_size:
+                    send = _fast_send(fast)
+                    if send is not None:
+                        append(send)
+                        pos = fast.end()
+                        continue
+            after = self._next_request(view, pos, events)
+            if after is None:
+                return pos
+            pos = after
         return pos
+
+    def _skip(self, view: bytes | bytearray, pos: int) -> int:
+        if self._mode is _Mode.SKIP_REQUEST:
+            return self._skip_request(view, pos)
+        return self._skip_line(view, pos)
 
     def _next_request(
         self, view: bytes | bytearray, pos: int, events: list[Event]
     ) -> int | None:
         """Decode the request or garbage starting at ``pos`` (no separator); None if
         the request is not complete yet."""
-        if self._scanned == 0:
-            if view[pos] != _OPEN:
-                return self._garbage(view, pos, events)
-            fast = _FAST_SEND.match(view, pos)
-            if fast is not None and fast.end() - pos <= self._max_size:
-                send = _fast_send(fast)
-                if send is not None:
-                    events.append(send)
-                    return fast.end()
+        if self._scanned == 0 and view[pos] != _OPEN:
+            return self._garbage(view, pos, events)
         return self._scan_request(view, pos, events)
 
     def _scan_request(

@@ -18,7 +18,7 @@ MAX_NAME_BYTES = 256
 PROTOCOLS = (1, 2)
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Connect:
     """Claim ``name`` for this connection, optionally with a token and version 2."""
 
@@ -28,7 +28,7 @@ class Connect:
     id: RequestId = None
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Send:
     """Deliver ``payload`` to card ``to``; ``binary`` when it came as base64."""
 
@@ -38,7 +38,7 @@ class Send:
     id: RequestId = None
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Ping:
     """Keep the connection alive and ask for an answer."""
 
