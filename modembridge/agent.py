@@ -163,6 +163,7 @@ class Agent:
         self._clients: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
         self.listening: tuple[str, int] | None = None
+        self.online = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     async def _open_modem(self, port: str) -> Modem:
@@ -385,6 +386,10 @@ class Agent:
 
     def _state_changed(self, state: LinkState, detail: str) -> None:
         card = self.config.card
+        if state is LinkState.ONLINE:
+            self.online.set()
+        else:
+            self.online.clear()
         if state is LinkState.ONLINE:
             took = time.monotonic() - self._started
             self._status(

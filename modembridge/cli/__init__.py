@@ -25,3 +25,7 @@ main.add_command(_simulate.simulate)
 from modembridge.cli import attach as _attach  # noqa: E402
 
 main.add_command(_attach.attach)
+
+from modembridge.cli import demo as _demo  # noqa: E402
+
+main.add_command(_demo.demo)
