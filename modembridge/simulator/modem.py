@@ -32,6 +32,9 @@ from modembridge.simulator.violations import Violation
 
 logger = logging.getLogger(__name__)
 
+# Seconds between the module's last words and its port vanishing.
+_POWER_OFF_GRACE = 0.2
+
 _IDENTITIES = {
     "sim7600": Identity(
         model="SIMCOM_SIM7600G-H",
@@ -232,8 +235,9 @@ class SimulatedModem:
         self._power_task = asyncio.get_running_loop().create_task(self._off_later())
 
     async def _off_later(self) -> None:
-        # Let POWERED DOWN reach the host before the port goes away.
+        # Let POWERED DOWN reach the host, and be read, before the port goes away.
         await self._transmitter.wait_below(0)
+        await asyncio.sleep(_POWER_OFF_GRACE)
         self.power_off()
 
     def drop_bearer(self) -> None:
