@@ -1,0 +1,5 @@
+"""Run the benchmark suite: ``python -m bench --help``."""
+
+from bench.cli import main
+
+main()
