@@ -58,6 +58,7 @@ class CardConnection(asyncio.Protocol):
         "proto",
         "sender_json",
         "transport",
+        "why",
     )
 
     def __init__(self, relay: RelayServer) -> None:
@@ -70,6 +71,7 @@ class CardConnection(asyncio.Protocol):
         self.pending: list[bytes] | None = None
         self.closing = False
         self.last_tick = 0
+        self.why: str | None = None
 
     @property
     def label(self) -> str:
@@ -89,7 +91,7 @@ class CardConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         relay = self._relay
         self.last_tick = relay.tick
-        relay.handle(self, self._decoder.feed(data))
+        relay.requests_received(self, self._decoder.feed(data))
 
     def eof_received(self) -> bool:
         return False
@@ -119,10 +121,12 @@ class CardConnection(asyncio.Protocol):
         if len(pending) == 1:
             self.transport.write(pending[0])
         else:
-            self.transport.write(b"".join(pending))
+            # uvloop hands the list to writev as it is: no joined copy.
+            self.transport.writelines(pending)
 
-    def drop(self) -> None:
-        """Close at once, discarding unsent bytes."""
+    def drop(self, why: str) -> None:
+        """Close at once, discarding unsent bytes; ``why`` goes in the log."""
+        self.why = why
         self.closing = True
         self.pending = None
         if self.transport is not None:
@@ -181,7 +185,7 @@ class RelayServer:
         if self._server is not None:
             self._server.close()
         for connection in list(self._connections):
-            connection.drop()
+            connection.drop("the relay is stopping")
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
@@ -197,7 +201,7 @@ class RelayServer:
                 "card[%s]: refused, %d connections already open",
                 connection.label, len(self._connections),
             )  # fmt: skip
-            connection.drop()
+            connection.drop("connection limit")
             return
         assert connection.transport is not None
         connection.transport.set_write_buffer_limits(
@@ -205,7 +209,8 @@ class RelayServer:
         )
         connection.last_tick = self.tick
         self._connections.add(connection)
-        log.debug("card[%s]: connection opened", connection.label)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("card[%s]: connection opened", connection.label)
 
     def connection_lost(
         self, connection: CardConnection, exc: Exception | None
@@ -214,14 +219,17 @@ class RelayServer:
         self._connections.discard(connection)
         if self._drained is not None and not self._connections:
             self._drained.set()
+        why = connection.why or (str(exc) if exc else "closed by the card")
         name = connection.name
         if name is not None and self._registry.release(name, connection):
-            log.info("card[%s]: disconnected", name)
+            log.info("card[%s]: disconnected (%s)", name, why)
             self._notify("disconnect", name)
         else:
-            log.debug("card[%s]: connection closed (%s)", connection.label, exc)
+            log.debug("card[%s]: connection closed (%s)", connection.label, why)
 
-    def handle(self, connection: CardConnection, events: list[Event]) -> None:
+    def requests_received(
+        self, connection: CardConnection, events: list[Event]
+    ) -> None:
         """Act on the requests of one read, then write what they produced."""
         for event in events:
             kind = type(event)
@@ -259,8 +267,7 @@ class RelayServer:
         """Close this relay's connection of card ``name``: a newer one is elsewhere."""
         holder = self._registry.get(name)
         if holder is not None:
-            log.info("card[%s]: closed, the card connected again elsewhere", name)
-            holder.drop()
+            holder.drop("the card connected again on another relay node")
 
     def _queue_delivery(
         self, to: str, sender_json: bytes, payload: bytes, *, binary: bool
@@ -276,16 +283,12 @@ class RelayServer:
 
     def slow_consumer(self, connection: CardConnection) -> None:
         """Drop a card whose unsent bytes passed the high-water mark."""
-        waiting = (
-            0
-            if connection.transport is None
-            else (connection.transport.get_write_buffer_size())
-        )
+        assert connection.transport is not None
         log.warning(
             "card[%s]: dropped, it does not read fast enough (%d bytes unsent)",
-            connection.label, waiting,
+            connection.label, connection.transport.get_write_buffer_size(),
         )  # fmt: skip
-        connection.drop()
+        connection.drop("too slow a reader")
 
     def _send(self, connection: CardConnection, send: Send) -> None:
         if self._auth.enabled and connection.name is None:
@@ -303,9 +306,8 @@ class RelayServer:
             connection.queue(replies.error("not connected", send.id, to=send.to))
 
     def _refuse_unconnected(self, connection: CardConnection, send: Send) -> None:
-        log.debug(
-            "card[%s]: send to %s refused, not connected", connection.label, send.to
-        )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("card[%s]: send to %s refused", connection.label, send.to)
         if connection.proto == 1:
             connection.queue(replies.CONNECT_FIRST)
         else:
@@ -324,7 +326,7 @@ class RelayServer:
         self._acknowledge_connect(connection, connect)
         self._log_connect(connection, previous)
         if previous is not None:
-            previous.drop()
+            previous.drop("taken over by a newer connection")
         self._notify("connect", connect.name)
 
     def _acknowledge_connect(
@@ -376,9 +378,11 @@ class RelayServer:
             connection.queue(replies.ok("ping", ping.id))
 
     def _malformed(self, connection: CardConnection, error: DecodeError) -> None:
-        log.debug(
-            "card[%s]: wrong format, %s: %r", connection.label, error.reason, error.data
-        )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "card[%s]: wrong format, %s: %r",
+                connection.label, error.reason, error.data,
+            )  # fmt: skip
         if connection.proto == 1:
             connection.queue(replies.WRONG_FORMAT)
         else:
@@ -391,10 +395,7 @@ class RelayServer:
         v2_line = replies.heartbeat_line(time.time())
         for connection in list(self._connections):
             if idle and self.tick - connection.last_tick > idle:
-                log.info(
-                    "card[%s]: closed, silent for %d heartbeats", connection.label, idle
-                )
-                connection.drop()
+                connection.drop(f"silent for {idle} heartbeat intervals")
             elif connection.transport is not None and not connection.closing:
                 beat = replies.HEARTBEAT if connection.proto == 1 else v2_line
                 connection.transport.write(beat)

@@ -55,18 +55,26 @@ async def test_the_request_size_bound_is_configurable() -> None:
         await b.close()
 
 
-async def test_a_silent_card_is_closed_after_the_idle_timeout() -> None:
-    async with running_relay(heartbeat=0.02, limits=Limits(idle_timeout=2)) as relay:
+async def test_a_silent_card_is_closed_after_the_idle_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="relayserver")
+    async with running_relay(heartbeat=0.05, limits=Limits(idle_timeout=3)) as relay:
+        events = CardEvents(relay)
         silent, talker = await open_cards(relay.port, 2)
         await silent.connect("S")
         await talker.connect("T")
         # The talker answers every heartbeat with a ping, so it never falls silent.
-        for _ in range(8):
+        for _ in range(6):
             await talker.expect(b"heartbeat")
             await talker.request(b"{'action':'ping'}", b"pong")
         received = await silent.closed_by_relay()
         assert received.replace(b"heartbeat", b"") == b""
+        await events.wait_for("disconnect", "S")
         assert relay.cards() == ["T"]
+        assert "card[S]: disconnected (silent for 3 heartbeat intervals)" in [
+            r.getMessage() for r in caplog.records
+        ]
         await silent.close()
         await talker.close()
 
