@@ -230,7 +230,7 @@ def split(data: bytes, cuts: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=2000), st.lists(st.integers(0, 10_000), max_size=20))
 def test_any_bytes_split_anywhere_give_requests_or_decode_errors(
     data: bytes, cuts: list[int]
@@ -242,7 +242,7 @@ def test_any_bytes_split_anywhere_give_requests_or_decode_errors(
         assert decoder.pending <= 256
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(
     st.lists(send_requests(), min_size=1, max_size=8),
     st.lists(st.sampled_from([b"", b"\n", b" ", b"\r\n", b","]), min_size=8),
@@ -257,7 +257,7 @@ def test_valid_requests_split_anywhere_decode_exactly(
     assert decode(*split(stream, cuts)) == [expected for _, expected in requests]
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(send_requests())
 def test_the_fast_path_agrees_with_the_full_parser(
     request: tuple[bytes, Send],
