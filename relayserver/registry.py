@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 Holder = TypeVar("Holder")
@@ -10,14 +11,12 @@ Holder = TypeVar("Holder")
 class Registry(Generic[Holder]):
     """Card name -> the one connection that holds it; the newest claim wins."""
 
-    __slots__ = ("_holders",)
+    __slots__ = ("_holders", "get")
 
     def __init__(self) -> None:
         self._holders: dict[str, Holder] = {}
-
-    def get(self, name: str) -> Holder | None:
-        """The holder of ``name``, if any."""
-        return self._holders.get(name)
+        # The lookup of every send: the dict's own method, with no call in between.
+        self.get: Callable[[str], Holder | None] = self._holders.get
 
     def claim(self, name: str, holder: Holder) -> Holder | None:
         """Give ``name`` to ``holder``; return the holder it took the name from."""

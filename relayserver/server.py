@@ -141,6 +141,7 @@ class RelayServer:
         self.tick = 0
         self.dirty: list[CardConnection] = []
         self._auth = Authenticator(config.tokens)
+        self._auth_required = self._auth.enabled
         self._registry: Registry[CardConnection] = Registry()
         self._connections: set[CardConnection] = set()
         self._listeners: list[Listener] = []
@@ -291,7 +292,7 @@ class RelayServer:
         connection.drop("too slow a reader")
 
     def _send(self, connection: CardConnection, send: Send) -> None:
-        if self._auth.enabled and connection.name is None:
+        if self._auth_required and connection.name is None:
             self._refuse_unconnected(connection, send)
         elif self._queue_delivery(
             send.to, connection.sender_json, send.payload, binary=send.binary
