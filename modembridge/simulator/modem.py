@@ -186,9 +186,9 @@ class SimulatedModem:
 
     def _booted(self) -> None:
         self._engine.muted = self._hung
-        self._radio.boot()
         for text in self._boot_urcs()[0]:
             self.personality.urc(text)
+        self._radio.boot()
 
     def _boot_urcs(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """The boot URCs before the SIM is ready, and those once it is."""
@@ -229,16 +229,23 @@ class SimulatedModem:
         self._power_down()
 
     def _reboot_requested(self) -> None:
-        self._power_task = asyncio.get_running_loop().create_task(self.reboot())
+        self._power_task = asyncio.get_running_loop().create_task(self._reboot_later())
+
+    async def _reboot_later(self) -> None:
+        await self._last_words()
+        await self.reboot()
 
     def _power_off_requested(self) -> None:
         self._power_task = asyncio.get_running_loop().create_task(self._off_later())
 
     async def _off_later(self) -> None:
-        # Let POWERED DOWN reach the host, and be read, before the port goes away.
+        await self._last_words()
+        self.power_off()
+
+    async def _last_words(self) -> None:
+        """Let the last reply reach the host, and be read, before the port goes."""
         await self._transmitter.wait_below(0)
         await asyncio.sleep(_POWER_OFF_GRACE)
-        self.power_off()
 
     def drop_bearer(self) -> None:
         """The network tears down the data bearer (``+CIPEVENT`` / ``pdpdeact``)."""

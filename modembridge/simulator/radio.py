@@ -65,8 +65,10 @@ class Radio:
         self._booted_at = self._now()
         self._lost_until = 0.0
         self._last_stat = self.registration()
-        if not self.sim_absent:
+        if not self.sim_absent and self.sim_busy_seconds > 0:
             self._at(self.sim_busy_seconds, self._sim_ready)
+        elif not self.sim_absent:
+            self._sim_ready()
         self._at(self._registered_after(), self._check_registration)
 
     def _sim_ready(self) -> None:
