@@ -81,7 +81,7 @@ PAYLOAD_HEADERS = (
     re.compile(r"\+RECEIVE,(?P<link>\d+),(?P<n>\d+)"),
 )
 
-_ANSWER_PREFIX = re.compile(r"AT([+^$#%&][A-Z0-9]+)", re.IGNORECASE)
+_ANSWER_PREFIX = re.compile(r"([+^$#%][A-Z0-9]+)", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,10 +148,15 @@ class Payload:
 ATEvent = Echo | Info | Final | Prompt | Urc | Payload
 
 
-def answer_prefix(command: str) -> str | None:
-    """The prefix of the information lines that answer ``command`` (``+CSQ:``)."""
-    match = _ANSWER_PREFIX.match(command.strip())
-    return f"{match.group(1).upper()}:" if match else None
+def answer_prefixes(command: str) -> tuple[str, ...]:
+    """Prefixes of the lines that answer ``command``: ``("+CSQ:",)`` for ``AT+CSQ``.
+
+    A compound line (``ATI;+CSQ;+CPIN?``) is answered by each of its commands.
+    """
+    parts = command.strip().split(";")
+    parts[0] = parts[0][2:] if parts[0][:2].upper() == "AT" else parts[0]
+    prefixes = (_ANSWER_PREFIX.match(part.strip()) for part in parts)
+    return tuple(f"{m.group(1).upper()}:" for m in prefixes if m is not None)
 
 
 def is_final(line: str) -> bool:
@@ -173,7 +178,7 @@ class ATReader:
         self._buffer = bytearray()
         self._pos = 0
         self._command: str | None = None
-        self._prefix: str | None = None
+        self._prefixes: tuple[str, ...] = ()
         self._echo_pending = False
         self._wants_prompt = False
         self._payload_left = 0
@@ -190,14 +195,14 @@ class ATReader:
     def command_sent(self, command: str, *, expects_prompt: bool = False) -> None:
         """The host wrote ``command``; its lines and final result come next."""
         self._command = command.strip()
-        self._prefix = answer_prefix(command)
+        self._prefixes = answer_prefixes(command)
         self._echo_pending = True
         self._wants_prompt = expects_prompt
 
     def command_abandoned(self) -> None:
         """The host gave up waiting; later lines are no longer its answer."""
         self._command = None
-        self._prefix = None
+        self._prefixes = ()
         self._echo_pending = False
         self._wants_prompt = False
 
@@ -214,7 +219,11 @@ class ATReader:
         self.command_abandoned()
 
     def feed(self, data: bytes) -> list[ATEvent]:
-        """Append ``data`` and return every event it completes."""
+        """Append ``data`` and return every event it completes.
+
+        On an ``ATProtocolError`` the events before it in ``data`` are lost; the
+        channel uses :meth:`next_event` to keep them.
+        """
         self.receive_data(data)
         events = []
         while (event := self.next_event()) is not None:
@@ -289,7 +298,7 @@ class ATReader:
     def _belongs_to_command(self, line: str) -> bool:
         if self._command is None or line.startswith(ALWAYS_URC):
             return False
-        if self._prefix is not None and line.startswith(self._prefix):
+        if self._prefixes and line.startswith(self._prefixes):
             return True
         return not line.startswith(URC_UNLESS_ANSWER)
 
