@@ -66,6 +66,7 @@ class AtEngine:
         self._command = ""
         self._after_payload = False
         self._reported: set[ViolationKind] = set()
+        self._early = b""
         self._payload = bytearray()
         self._payload_size = 0
         self._payload_ready: asyncio.Future[bytes] | None = None
@@ -108,6 +109,7 @@ class AtEngine:
         self._payload = bytearray()
         self._payload_size = size
         self._state = _State.PROMPTING
+        self._classify_early(ViolationKind.SEND_BEFORE_PROMPT)
         self._transmitter.send(prompt, self._prompt_written)
         return await self._payload_ready
 
@@ -211,11 +213,20 @@ class AtEngine:
             return
         self._last_was_cr = False
         if self._state is _State.PROMPTING:
-            kind = ViolationKind.SEND_BEFORE_PROMPT
+            self._record(ViolationKind.SEND_BEFORE_PROMPT, data)
         elif self._after_payload:
-            kind = ViolationKind.PAYLOAD_TOO_LONG
-        else:
-            kind = ViolationKind.COMMAND_WHILE_BUSY
+            self._record(ViolationKind.PAYLOAD_TOO_LONG, data)
+        elif not self._early:
+            # Whether these bytes are a second command or a payload sent before
+            # the prompt shows once the running command prints a prompt or ends.
+            self._early = bytes(data)
+
+    def _classify_early(self, kind: ViolationKind) -> None:
+        if self._early:
+            self._record(kind, self._early)
+            self._early = b""
+
+    def _record(self, kind: ViolationKind, data: bytes) -> None:
         if kind in self._reported:
             return
         self._reported.add(kind)
@@ -230,6 +241,7 @@ class AtEngine:
         self._replay_pending()
 
     def _final_written(self) -> None:
+        self._classify_early(ViolationKind.COMMAND_WHILE_BUSY)
         self._state = _State.IDLE
         self._after_payload = False
         self._reported.clear()
