@@ -124,6 +124,16 @@ class CardConnection(asyncio.Protocol):
             # uvloop hands the list to writev as it is: no joined copy.
             self.transport.writelines(pending)
 
+    def drain_and_close(self, why: str, grace: float) -> None:
+        """Take no more bytes for this card, let it read what it was sent for up to
+        ``grace`` seconds, then close it regardless."""
+        self.why = why
+        self.closing = True
+        self.pending = None
+        if self.transport is not None:
+            self.transport.close()
+            asyncio.get_running_loop().call_later(grace, self.transport.abort)
+
     def drop(self, why: str) -> None:
         """Close at once, discarding unsent bytes; ``why`` goes in the log."""
         self.why = why
@@ -283,13 +293,18 @@ class RelayServer:
         return True
 
     def slow_consumer(self, connection: CardConnection) -> None:
-        """Drop a card whose unsent bytes passed the high-water mark."""
+        """Stop delivering to a card whose unsent bytes passed the high-water mark.
+
+        What the relay already acknowledged stays queued: the card gets one heartbeat
+        interval to read it before its connection is cut. From now on, sends to it
+        are answered "not connected", so the queue cannot grow.
+        """
         assert connection.transport is not None
         log.warning(
             "card[%s]: dropped, it does not read fast enough (%d bytes unsent)",
             connection.label, connection.transport.get_write_buffer_size(),
         )  # fmt: skip
-        connection.drop("too slow a reader")
+        connection.drain_and_close("too slow a reader", self.config.heartbeat)
 
     def _send(self, connection: CardConnection, send: Send) -> None:
         if self._auth_required and connection.name is None:

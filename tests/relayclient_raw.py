@@ -109,3 +109,20 @@ def unread_socket(port: int, receive_buffer: int = 4096) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
     sock.connect(("127.0.0.1", port))
     return sock
+
+
+async def send_until_refused(sender: RawCard, to: str) -> int:
+    """Send big messages to ``to`` until the relay says it is not connected; the
+    number of messages it acknowledged before."""
+    body = "z" * 30_000
+    for acknowledged in range(2000):
+        await sender.send(b'{"action":"send","to":"%s","message":"%s"}' % (
+            to.encode(), body.encode()
+        ))  # fmt: skip
+        reply = await sender.line()
+        while "heartbeat" in reply:
+            reply = await sender.line()
+        if reply != {"ok": "send"}:
+            assert reply == {"error": "not connected", "to": to}
+            return acknowledged
+    raise AssertionError("the relay kept buffering for a card that never reads")

@@ -11,6 +11,7 @@ from relayclient_raw import (
     RawCard,
     open_cards,
     running_relay,
+    send_until_refused,
     unread_socket,
 )
 
@@ -93,32 +94,41 @@ async def test_a_card_that_does_not_read_is_dropped_not_buffered_for(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     limits = Limits(write_high_water=64 * 1024)
-    async with running_relay(limits=limits) as relay:
+    async with running_relay(heartbeat=0.2, limits=limits) as relay:
         events = CardEvents(relay)
         sleeper = unread_socket(relay.port)
         sleeper.sendall(b"{'action':'connect','from':'B'}")
         await events.wait_for("connect", "B")
         (a,) = await open_cards(relay.port, 1)
-        await a.connect("A")
-        chunk = b"{'action':'send','to':'B','message':'" + b"z" * 30_000 + b"'}"
-        replies = b""
-        for _ in range(2000):
-            await a.send(chunk)
-            replies += await asyncio.wait_for(a.reader.readexactly(12), 5)
-            if replies.endswith(b"B not connec"):
-                await a.expect(b"t")
-                break
-        else:
-            pytest.fail("the relay kept buffering for a card that never reads")
+        await a.connect_v2("A")
+        assert await send_until_refused(a, "B") > 0
         await events.wait_for("disconnect", "B")
         assert relay.cards() == ["A"]
-        dropped = [
-            r for r in caplog.records if "does not read fast enough" in r.getMessage()
-        ]
+        dropped = [r for r in caplog.records if "does not read fast" in r.getMessage()]
         assert len(dropped) == 1
         assert dropped[0].levelno == logging.WARNING
         assert dropped[0].getMessage().startswith("card[B]: dropped")
         sleeper.close()
+        await a.close()
+
+
+async def test_a_dropped_slow_card_may_still_read_what_was_acknowledged() -> None:
+    limits = Limits(write_high_water=64 * 1024)
+    async with running_relay(heartbeat=2.0, limits=limits) as relay:
+        events = CardEvents(relay)
+        sleeper = unread_socket(relay.port)
+        sleeper.sendall(b"{'action':'connect','from':'B'}")
+        await events.wait_for("connect", "B")
+        (a,) = await open_cards(relay.port, 1)
+        await a.connect_v2("A")
+        acknowledged = await send_until_refused(a, "B")
+        # The card wakes up within the grace period: everything acked reaches it.
+        reader, writer = await asyncio.open_connection(sock=sleeper)
+        received = await asyncio.wait_for(reader.read(), 10)
+        assert received.startswith(b"connect_success")
+        assert received.count(b"z" * 30_000) == acknowledged
+        await events.wait_for("disconnect", "B")
+        writer.close()
         await a.close()
 
 
