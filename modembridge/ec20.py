@@ -99,7 +99,8 @@ class Ec20(ATDialect):
         try:
             await self.run("deactivate", context=CONTEXT)
         except CommandRefused as refused:
-            raise BearerError(f"{self.name}: {refused}") from None
+            if await self.bearer_active():
+                raise BearerError(f"{self.name}: {refused}") from None
 
     async def bearer_active(self) -> bool:
         """Whether ``AT+QIACT?`` lists context 1 as active."""

@@ -204,3 +204,14 @@ async def test_port_vanishing_fails_a_send(peer: ScriptedPeer, modem: Ec20) -> N
 
     with pytest.raises(PortVanished):
         await asyncio.wait_for(sending, 5)
+
+
+async def test_bearer_down_of_an_inactive_context_is_no_error(
+    peer: ScriptedPeer, modem: Ec20
+) -> None:
+    peer.on("AT+QIDEACT=1", b"\r\nERROR\r\n")
+    peer.on("AT+QIACT?", OK)
+
+    await modem.bearer_down()
+
+    assert peer.commands == ["AT+QIDEACT=1", "AT+QIACT?"]
