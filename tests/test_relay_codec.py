@@ -187,6 +187,14 @@ def test_an_error_carries_the_request_id_when_there_is_one() -> None:
     assert error.request_id == 9
 
 
+def test_an_id_with_leading_zeros_is_not_a_number_in_either_spelling() -> None:
+    for request in (
+        b"{'action':'send','to':'B','message':'x','id':007}",
+        b'{"action":"send","to":"B","message":"x","id":007}',
+    ):
+        assert isinstance(decode(request)[0], DecodeError)
+
+
 def test_a_boolean_is_no_request_id() -> None:
     assert decode(b"{'action':'ping','id':True}") == [Ping(None)]
 
