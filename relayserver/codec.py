@@ -41,13 +41,14 @@ _INSIDE = {
 _OPEN, _CLOSE, _BACKSLASH, _NEWLINE = b"{}\\\n"
 _SHOWN = 32
 
+# The common send in either spelling; "~" stands for optional JSON whitespace. Names
+# and messages with quotes or backslashes, other key orders and other id types are
+# left to the full parser.
 _FAST_SEND = re.compile(
-    rb"""\{[ \t\r\n]*(['"])action\1[ \t\r\n]*:[ \t\r\n]*(['"])send\2[ \t\r\n]*,"""
-    rb"""[ \t\r\n]*(['"])to\3[ \t\r\n]*:[ \t\r\n]*(['"])([^'"\\\n]+)\4[ \t\r\n]*,"""
-    rb"""[ \t\r\n]*(['"])message\6[ \t\r\n]*:[ \t\r\n]*"""
-    rb"""(?:'([^'\\\n]*)'|"([^"\\\n]*)")"""
-    rb"""(?:[ \t\r\n]*,[ \t\r\n]*(['"])id\9[ \t\r\n]*:[ \t\r\n]*(0|[1-9][0-9]{0,17}))?"""
-    rb"""[ \t\r\n]*\}"""
+    rb"""\{~(['"])action\1~:~(['"])send\2~,"""
+    rb"""~(['"])to\3~:~(['"])([^'"\\\n]+)\4~,"""
+    rb"""~(['"])message\6~:~(?:'([^'\\\n]*)'|"([^"\\\n]*)")"""
+    rb"""(?:~,~(['"])id\9~:~(0|[1-9][0-9]{0,17}))?~\}""".replace(b"~", rb"[ \t\r\n]*")
 )
 
 
