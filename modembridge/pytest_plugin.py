@@ -276,6 +276,28 @@ class RelayInfo:
         """Cards connected now; None when the relay is not the session's own."""
         return self._bench.relay_cards()
 
+    def connects(self, card: str) -> int | None:
+        """How often ``card`` registered so far; None for a relay not our own."""
+        if not self.in_process:
+            return None
+        events = self._bench.relay_events
+        return sum(1 for event, name in events if (event, name) == ("connect", card))
+
+    async def wait_connects(self, card: str, count: int, within: float) -> None:
+        """Wait until ``card`` registered ``count`` times (the session's relay only)."""
+        loop = asyncio.get_running_loop()
+        changed = asyncio.Event()
+        remove = self._bench.add_relay_listener(
+            lambda _event, _card: loop.call_soon_threadsafe(changed.set)
+        )
+        try:
+            async with asyncio.timeout(within):
+                while (self.connects(card) or 0) < count:
+                    await changed.wait()
+                    changed.clear()
+        finally:
+            remove()
+
 
 @pytest.fixture(scope="session")
 def relay(hil_bench: Bench) -> RelayInfo:
@@ -374,13 +396,51 @@ async def _open_and_bring_up(
     return modem
 
 
-def _chosen_index(request: pytest.FixtureRequest, bench: Bench) -> int:
-    """The first module the test's ``model`` marker allows."""
-    models = _models_wanted(request.node)
-    for index, spec in enumerate(bench.config.modems):
-        if not models or spec.model_hint in models or spec.model_hint is None:
-            return index
-    pytest.skip(f"no {' or '.join(models)} module on this bench")
+def _allowed_indices(
+    item: pytest.Item | pytest.Function, bench: BenchConfig
+) -> list[int]:
+    """The modules a test may run on: those its ``model`` marker allows."""
+    models = _models_wanted(item)
+    return [
+        index
+        for index, spec in enumerate(bench.modems)
+        if not models or spec.model_hint is None or spec.model_hint in models
+    ]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run a test that uses one module once on each module of the bench."""
+    if "hil_module" not in metafunc.fixturenames:
+        return
+    bench = metafunc.config.stash[CONFIG_KEY]
+    allowed = _allowed_indices(metafunc.definition, bench)
+    if allowed:
+        metafunc.parametrize(
+            "hil_module", allowed, ids=_module_ids(bench, allowed), indirect=True
+        )
+
+
+def _module_ids(bench: BenchConfig, indices: list[int]) -> list[str]:
+    """``sim7600``, ``ec20``; with a number where a model repeats or is unknown."""
+    hints = [spec.model_hint for spec in bench.modems]
+    ids = []
+    for index in indices:
+        hint = hints[index]
+        unique = hint is not None and hints.count(hint) == 1
+        ids.append(hint if unique and hint else f"{hint or 'module'}{index}")
+    return ids
+
+
+@pytest.fixture
+def hil_module(request: pytest.FixtureRequest, hil_config: BenchConfig) -> int:
+    """The index of the module this test runs on (a parameter of the test)."""
+    param = getattr(request, "param", None)
+    if isinstance(param, int):
+        return param
+    allowed = _allowed_indices(request.node, hil_config)
+    if not allowed:
+        pytest.skip(f"no {' or '.join(_models_wanted(request.node))} module here")
+    return allowed[0]
 
 
 @async_fixture
@@ -409,11 +469,12 @@ async def modems(
 async def modem(
     request: pytest.FixtureRequest,
     hil_bench: Bench,
+    hil_module: int,
     timeline: Timeline,
     measure: Measure,
 ) -> AsyncIterator[Modem]:
-    """One module (the first the ``model`` marker allows), opened and brought up."""
-    index = _chosen_index(request, hil_bench)
+    """One module, opened and brought up; the test runs once for each module."""
+    index = hil_module
     opened = await _open_and_bring_up(
         index, hil_bench.ports[index], hil_bench.config, measure, request
     )
@@ -443,9 +504,9 @@ def simulators(hil_bench: Bench) -> list[SimulatorHandle]:
 
 
 @pytest.fixture
-def simulator(request: pytest.FixtureRequest, hil_bench: Bench) -> SimulatorHandle:
+def simulator(hil_bench: Bench, hil_module: int) -> SimulatorHandle:
     """The fault handle of the module ``modem`` and ``modem_card`` use."""
-    handle = hil_bench.simulators[_chosen_index(request, hil_bench)]
+    handle = hil_bench.simulators[hil_module]
     if handle is None:
         pytest.skip("injects simulator faults: runs only with --modem sim:MODEL")
     return handle
@@ -495,10 +556,10 @@ def _attached(bench: Bench, modem: Modem, card: str) -> AgentCard:
 
 @async_fixture
 async def modem_card(
-    hil_bench: Bench, modem: Modem, measure: Measure
+    hil_bench: Bench, hil_module: int, modem: Modem, measure: Measure
 ) -> AsyncIterator[AgentCard]:
     """The module of ``modem`` attached as a card by the attach agent, online."""
-    card = _attached(hil_bench, modem, hil_bench.card_name("m0"))
+    card = _attached(hil_bench, modem, hil_bench.card_name(f"m{hil_module}"))
     try:
         measure("card_online_s", await _started(card))
         yield card

@@ -231,6 +231,7 @@ class Bench:
     ports: list[str] = field(default_factory=list)
     simulators: list[SimulatorHandle | None] = field(default_factory=list)
     relay_address: tuple[str, int] = ("127.0.0.1", 0)
+    relay_events: list[tuple[str, str]] = field(default_factory=list)
     _loop: BenchLoop | None = None
     _relay: RelayServer | None = None
     _sims: list[SimulatedModem] = field(default_factory=list)
@@ -305,6 +306,7 @@ class Bench:
         return ("127.0.0.1", relay.port)
 
     def _relay_event(self, event: str, card: str) -> None:
+        self.relay_events.append((event, card))
         for listener in list(self._listeners):
             listener(event, card)
 
@@ -314,7 +316,8 @@ class Bench:
             self.simulators.append(None)
             return
         index = len(self.ports)
-        link = self.link_dir / f"{spec.simulated_model}-sim{index}" / "at"
+        # The link's file name is the device name in every log line: keep it unique.
+        link = self.link_dir / f"{spec.simulated_model}-sim{index}"
         simulator = self._bench_loop.run(
             self._start_simulator(spec.simulated_model, link)
         )
