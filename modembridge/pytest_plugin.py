@@ -287,9 +287,11 @@ class RelayInfo:
         """Wait until ``card`` registered ``count`` times (the session's relay only)."""
         loop = asyncio.get_running_loop()
         changed = asyncio.Event()
-        remove = self._bench.add_relay_listener(
-            lambda _event, _card: loop.call_soon_threadsafe(changed.set)
-        )
+
+        def relay_event(_event: str, _card: str) -> None:
+            loop.call_soon_threadsafe(changed.set)
+
+        remove = self._bench.add_relay_listener(relay_event)
         try:
             async with asyncio.timeout(within):
                 while (self.connects(card) or 0) < count:
