@@ -31,7 +31,8 @@ __all__ = ["CardConnection", "Limits", "RelayConfig", "RelayServer"]
 
 log = logging.getLogger(__name__)
 
-Listener = Callable[[str, str], None]
+# What a listener returns is ignored, so any callable of (event, card) will do.
+Listener = Callable[[str, str], object]
 
 
 @dataclass(frozen=True, slots=True)
