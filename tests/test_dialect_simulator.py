@@ -1,0 +1,113 @@
+"""Both dialects against the simulated modules, with a real TCP echo peer behind them.
+
+The simulator is built from the reference, not from this driver, so these tests
+check the two against each other: bring-up, bytes both ways, the network closing a
+socket or the bearer, and the module rebooting under the driver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from modembridge.bringup import bring_up
+from modembridge.detect import open_modem
+from modembridge.errors import PortVanished
+from modembridge.modem import EventKind, Modem, ModemEvent
+from modembridge.simulator import SimConfig, SimulatedModem
+
+MODELS = ["sim7600", "ec20"]
+
+
+@pytest.fixture
+async def echo_port() -> AsyncIterator[int]:
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    yield server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+
+
+@pytest.fixture(params=MODELS)
+async def module(request: pytest.FixtureRequest) -> AsyncIterator[SimulatedModem]:
+    module = SimulatedModem(SimConfig(model=request.param))
+    await module.start()
+    yield module
+    await module.stop()
+
+
+@pytest.fixture
+async def modem(module: SimulatedModem) -> AsyncIterator[Modem]:
+    modem = await open_modem(module.path)
+    await bring_up(modem, "internet")
+    yield modem
+    await modem.close()
+
+
+async def test_bytes_go_both_ways_split_at_the_module_limit(
+    module: SimulatedModem, modem: Modem, echo_port: int
+) -> None:
+    socket = await modem.open_socket("127.0.0.1", echo_port)
+    data = bytes(range(256)) * 20 + b"\r\nOK\r\n> "
+
+    await socket.write(data)
+    received = b""
+    while len(received) < len(data):
+        received += await asyncio.wait_for(socket.read(), 10)
+    await socket.close()
+
+    assert received == data
+    assert module.violations == []
+
+
+async def test_network_closing_the_socket_ends_the_stream(
+    module: SimulatedModem, modem: Modem, echo_port: int
+) -> None:
+    events: list[ModemEvent] = []
+    modem.subscribe(events.append)
+    socket = await modem.open_socket("127.0.0.1", echo_port)
+
+    module.close_socket(socket.link)
+
+    assert await asyncio.wait_for(socket.read(), 10) == b""
+    assert [e.kind for e in events] == [EventKind.SOCKET_CLOSED]
+    await socket.close()
+    again = await modem.open_socket("127.0.0.1", echo_port)
+    assert again.link == socket.link
+    assert module.violations == []
+
+
+async def test_losing_the_bearer_is_an_event_and_ends_the_socket(
+    module: SimulatedModem, modem: Modem, echo_port: int
+) -> None:
+    events: list[ModemEvent] = []
+    modem.subscribe(events.append)
+    socket = await modem.open_socket("127.0.0.1", echo_port)
+
+    module.drop_bearer()
+
+    assert await asyncio.wait_for(socket.read(), 10) == b""
+    assert EventKind.BEARER_LOST in [e.kind for e in events]
+    assert not await modem.bearer_active()
+
+
+async def test_a_reboot_makes_the_port_vanish(
+    module: SimulatedModem, modem: Modem, echo_port: int
+) -> None:
+    socket = await modem.open_socket("127.0.0.1", echo_port)
+    reading = asyncio.create_task(socket.read())
+
+    rebooting = asyncio.create_task(module.reboot(downtime=0.2))
+
+    with pytest.raises(PortVanished):
+        await asyncio.wait_for(reading, 10)
+    with pytest.raises(PortVanished):
+        await modem.signal()
+    await rebooting
