@@ -96,6 +96,7 @@ class AgentConfig:
     drain_timeout: float = 10.0
     outbox_limit: int = 1000
     patience: float = 120.0
+    window: int = 1
     policy: RecoveryPolicy = field(default_factory=RecoveryPolicy)
 
 
@@ -144,6 +145,7 @@ class Agent:
             card=config.card,
             limit=config.outbox_limit,
             patience=config.patience,
+            window=config.window,
         )
         self.supervisor = Supervisor(
             config.port,

@@ -10,11 +10,17 @@ connection dies goes back to waiting and is sent again on the next connection, s
 message whose acknowledgement was lost with the connection can arrive twice (at least
 once delivery). When the relay says the target is not connected, the message and the
 later ones to the same target wait and are retried; messages to other targets go on.
+
+``window`` bounds the messages in flight to one target. With the default of one, each
+target receives its messages in order even when it goes away and comes back: a later
+message cannot overtake an earlier one that the relay refused. A larger window sends
+faster over a slow link, at the price of that guarantee while a target is away.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 import time
@@ -59,12 +65,14 @@ class Outbox:
         limit: int = 1000,
         patience: float = 120.0,
         retry_delay: float = 1.0,
+        window: int = 1,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.card = card
         self.limit = limit
         self.patience = patience
         self.retry_delay = retry_delay
+        self.window = window
         self._on_undeliverable = on_undeliverable
         self._clock = clock
         self._seq = itertools.count(1)
@@ -87,12 +95,13 @@ class Outbox:
     def next_ready(self) -> Outgoing | None:
         """The oldest message that may go out now, or None."""
         now = self._clock()
+        in_flight = collections.Counter(m.to for m in self._in_flight.values())
         held: set[str] = set()
         for seq in sorted(self._waiting):
             message = self._waiting[seq]
             if message.to in held:
                 continue
-            if message.retry_at > now:
+            if message.retry_at > now or in_flight[message.to] >= self.window:
                 held.add(message.to)
                 continue
             return message

@@ -37,7 +37,7 @@ def send_all(outbox: Outbox, first_id: int = 1) -> list[bytes]:
 
 
 def test_messages_go_out_in_order_and_leave_on_ack() -> None:
-    outbox, reports, _ = make_outbox()
+    outbox, reports, _ = make_outbox(window=3)
     for text in (b"1", b"2", b"3"):
         outbox.put("B", text)
 
@@ -50,7 +50,7 @@ def test_messages_go_out_in_order_and_leave_on_ack() -> None:
 
 
 def test_in_flight_messages_are_resent_in_order_after_a_lost_connection() -> None:
-    outbox, _, _ = make_outbox()
+    outbox, _, _ = make_outbox(window=5)
     for text in (b"1", b"2", b"3"):
         outbox.put("B", text)
     send_all(outbox)
@@ -63,7 +63,7 @@ def test_in_flight_messages_are_resent_in_order_after_a_lost_connection() -> Non
 
 
 def test_target_offline_waits_and_retries_keeping_order_for_that_target() -> None:
-    outbox, reports, clock = make_outbox(retry_delay=1.0)
+    outbox, reports, clock = make_outbox(retry_delay=1.0, window=5)
     outbox.put("B", b"b1")
     outbox.put("B", b"b2")
     outbox.put("C", b"c1")
@@ -77,6 +77,21 @@ def test_target_offline_waits_and_retries_keeping_order_for_that_target() -> Non
     clock.now += 1.0
     assert send_all(outbox, first_id=3) == [b"b1", b"b2"]
     assert reports == []
+
+
+def test_the_window_keeps_a_later_message_from_overtaking_a_refused_one() -> None:
+    outbox, _, clock = make_outbox(retry_delay=1.0)
+    for text in (b"1", b"2", b"3"):
+        outbox.put("B", text)
+    outbox.put("C", b"c")
+
+    assert send_all(outbox) == [b"1", b"c"]
+    outbox.refused(1, "not connected")
+    assert send_all(outbox, first_id=3) == []
+    clock.now += 1.0
+    assert send_all(outbox, first_id=4) == [b"1"]
+    outbox.acked(4)
+    assert send_all(outbox, first_id=5) == [b"2"]
 
 
 def test_a_permanent_refusal_is_reported() -> None:
@@ -124,7 +139,7 @@ def test_the_bound_refuses_more_messages_loudly() -> None:
 
 
 def test_abandon_reports_everything_left_in_order() -> None:
-    outbox, reports, _ = make_outbox()
+    outbox, reports, _ = make_outbox(window=2)
     for text in (b"1", b"2", b"3"):
         outbox.put("B", text)
     first = outbox.next_ready()

@@ -71,6 +71,14 @@ _SECONDS = click.FloatRange(min=0.0, min_open=True)
     show_default=True,
     help="Seconds a message may wait for the relay before it is reported unsent.",
 )
+@click.option(
+    "--window",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Messages in flight to one card; above 1 is faster but a card that goes "
+    "away and comes back may get them out of order.",
+)
 @wire_log_option
 @json_option
 @verbose_option
@@ -87,6 +95,7 @@ def attach(
     backoff: float,
     backoff_max: float,
     patience: float,
+    window: int,
     wire_log: Path | None,
     json_output: bool,
     verbose: int,
@@ -106,6 +115,7 @@ def attach(
         json_output=json_output,
         silence_limit=silence,
         patience=patience,
+        window=window,
         policy=RecoveryPolicy(backoff_base=backoff, backoff_max=backoff_max),
     )
     run(_attach(config), port)
