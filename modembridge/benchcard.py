@@ -84,7 +84,7 @@ class BenchCard:
         if isinstance(event, Refusal):
             raise CardError(f"card[{self.name}]: send to {to} refused: {event.reason}")
 
-    async def receive(self, within: float = 30.0) -> Delivery:
+    async def receive(self, within: float | None = 30.0) -> Delivery:
         """The next delivery to this card."""
         async with asyncio.timeout(within):
             return await self._next_delivery()
@@ -215,7 +215,7 @@ class AgentCard:
         async with asyncio.timeout(within):
             await self.agent.outbox.drained()
 
-    async def receive(self, within: float = 30.0) -> Delivery:
+    async def receive(self, within: float | None = 30.0) -> Delivery:
         """The next delivery the agent printed."""
         async with asyncio.timeout(within):
             line = await self._sink.lines.get()
