@@ -183,7 +183,7 @@ class ATChannel:
     def subscribe(self, callback: UrcCallback) -> Callable[[], None]:
         """Call ``callback`` for every URC and pushed payload; returns the undo."""
         self._subscribers.append(callback)
-        return lambda: self._subscribers.remove(callback)
+        return lambda: _discard(self._subscribers, callback)
 
     def add_lost_callback(self, callback: LostCallback) -> None:
         """Call ``callback`` once when the port vanishes or the channel closes."""
@@ -275,6 +275,7 @@ class ATChannel:
             async with asyncio.timeout(seconds):
                 final = await asyncio.shield(pending.done)
         except TimeoutError:
+            self._wire.flush()
             raise ModemTimeout(pending.command, seconds, "its final result") from None
         if not final.ok:
             raise self._refusal(pending, final)
@@ -318,6 +319,10 @@ class ATChannel:
                 self._drain_events()
         except (OSError, serial.SerialException) as error:
             log.info("%s: port vanished (%s)", self.name, error)
+        except Exception:
+            log.exception("%s: reading the port failed", self.name)
+            self._lose(ModemError(f"{self.name}: reading the port failed"))
+            return
         else:
             log.info("%s: port vanished (end of stream)", self.name)
         self._lose(PortVanished(self.port))
@@ -383,3 +388,8 @@ class ATChannel:
                 callback(error)
             except Exception:
                 log.exception("%s: lost-port callback failed", self.name)
+
+
+def _discard(items: list[UrcCallback], item: UrcCallback) -> None:
+    with contextlib.suppress(ValueError):
+        items.remove(item)

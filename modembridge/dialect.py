@@ -245,7 +245,12 @@ class ATDialect(Modem):
     def subscribe(self, callback: EventCallback) -> Callable[[], None]:
         """Call ``callback`` for every module event; returns the unsubscribe."""
         self._callbacks.append(callback)
-        return lambda: self._callbacks.remove(callback)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._callbacks.remove(callback)
+
+        return unsubscribe
 
     async def close(self) -> None:
         """Stop background work and close the serial port."""

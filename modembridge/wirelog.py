@@ -6,6 +6,11 @@ Every byte both ways goes to the ``WIRE`` level (below DEBUG), one record per li
 ``\\n`` and any other unprintable byte as ``\\xNN``. The transcript file uses the same
 marks behind an ISO timestamp, the format of the recordings in the reference folder,
 so a capture from the field can be replayed by the reader tests.
+
+What the module prints is cut at LF. A line that has not ended yet waits until it
+does, until the host writes (the ``>`` prompt ends no line), or until ``flush``; a
+run of bytes without LF longer than ``MAX_HELD`` (a binary payload) is written as it
+comes.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ WIRE = 5
 logging.addLevelName(WIRE, "WIRE")
 
 log = logging.getLogger(__name__)
+
+MAX_HELD = 256
 
 SENT = ">"
 RECEIVED = "<"
@@ -57,16 +64,28 @@ class WireLog:
     def __init__(self, name: str, transcript: Path | None = None) -> None:
         self._name = name
         self._file: TextIO | None = None
+        self._held = b""
         if transcript is not None:
             self._file = transcript.open("a", encoding="ascii")
 
     def sent(self, data: bytes) -> None:
         """Record bytes the host wrote."""
+        self.flush()
         self._record(SENT, data)
 
     def received(self, data: bytes) -> None:
-        """Record bytes the module printed."""
-        self._record(RECEIVED, data)
+        """Record bytes the module printed, one record per line."""
+        held = self._held + data
+        end = held.rfind(b"\n") + 1
+        if len(held) - end > MAX_HELD:
+            end = len(held)
+        self._held = held[end:]
+        self._record(RECEIVED, held[:end])
+
+    def flush(self) -> None:
+        """Record the unfinished line now (before the host writes, on a timeout)."""
+        held, self._held = self._held, b""
+        self._record(RECEIVED, held)
 
     def note(self, text: str) -> None:
         """Write a ``#`` comment line into the transcript (a host action, a gap)."""
@@ -75,7 +94,8 @@ class WireLog:
             self._file.flush()
 
     def close(self) -> None:
-        """Close the transcript file; logging goes on."""
+        """Record what is held and close the transcript file; logging goes on."""
+        self.flush()
         if self._file is not None:
             self._file.close()
             self._file = None
