@@ -4,8 +4,9 @@ The grammar is the intersection cards need: dicts, lists, strings in single or d
 quotes with the usual backslash escapes, integers, floats, ``True``/``False``/``None``
 and their JSON spellings ``true``/``false``/``null``. Anything else (a name, a call,
 an operator) is a :class:`~relayserver.errors.DecodeError`. Nesting is bounded so a
-hostile request cannot exhaust the stack. Python's string prefixes, implicit string
-concatenation and triple quotes are not part of the grammar; no card sends them.
+hostile request cannot exhaust the stack. Of Python's string prefixes only ``u`` is
+accepted (Python 2 prints it); other prefixes, implicit string concatenation and
+triple quotes are not part of the grammar.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ class _Parser:
             return self.dict_()
         if char == "[":
             return self.list_()
-        if char in ("'", '"'):
+        if char in ("'", '"') or self.unicode_prefix():
             return self.string()
         if char == "-" or char.isdigit():
             return self.number()
@@ -151,9 +152,18 @@ class _Parser:
 
     def string_key(self) -> str:
         self.skip_space()
-        if self.text[self.pos : self.pos + 1] not in ("'", '"'):
+        quoted = self.text[self.pos : self.pos + 1] in ("'", '"')
+        if not quoted and not self.unicode_prefix():
             raise self.error("a key must be a quoted string")
         return self.string()
+
+    def unicode_prefix(self) -> bool:
+        """Step over the ``u`` of ``u'text'``, which Python 2 cards print."""
+        prefix = self.text[self.pos : self.pos + 2]
+        if prefix[:1] in ("u", "U") and prefix[1:] in ("'", '"'):
+            self.pos += 1
+            return True
+        return False
 
     def string(self) -> str:
         match = _STRING[self.text[self.pos]].match(self.text, self.pos)

@@ -199,6 +199,11 @@ def test_a_boolean_is_no_request_id() -> None:
     assert decode(b"{'action':'ping','id':True}") == [Ping(None)]
 
 
+def test_python_2_unicode_prefixes_are_accepted() -> None:
+    request = b"{u'action': u'send', u'to': u'B', u'message': u'hi'}"
+    assert decode(request) == [Send("B", b"hi")]
+
+
 def test_trailing_commas_as_python_allows() -> None:
     assert decode(b"{'action':'ping',}") == [Ping()]
 
