@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from modembridge.channel import ATChannel
@@ -46,9 +47,16 @@ def dialect_for(description: str) -> type[ATDialect] | None:
 
 
 async def open_modem(
-    port: str, *, wire_log: Path | None = None, baudrate: int = 115200
+    port: str,
+    *,
+    wire_log: Path | None = None,
+    baudrate: int = 115200,
+    timeouts: Mapping[str, float] | None = None,
 ) -> Modem:
-    """Open ``port``, wait for ``OK`` to ``AT`` and return the matching dialect."""
+    """Open ``port``, wait for ``OK`` to ``AT`` and return the matching dialect.
+
+    ``timeouts`` overrides per-command limits by their table names (``"netopen"``).
+    """
     channel = await ATChannel.open(port, baudrate=baudrate, wire_log=wire_log)
     try:
         await wait_for_answer(channel)
@@ -57,7 +65,7 @@ async def open_modem(
         await channel.close()
         raise
     log.info("%s: %s dialect", channel.name, dialect.facts.family)
-    return dialect(channel)
+    return dialect(channel, timeouts=timeouts)
 
 
 async def wait_for_answer(channel: ATChannel, seconds: float = PROBE_SECONDS) -> None:
