@@ -149,14 +149,16 @@ async def test_bearer_down_tolerates_a_closed_network(
 async def test_open_refused_at_once_carries_the_module_code(
     peer: ScriptedPeer, modem: Sim7600
 ) -> None:
-    refused = b"\r\n+CIPOPEN: 0,3\r\n\r\nERROR\r\n"
-    peer.on('AT+CIPOPEN=0,"TCP","127.0.0.1",8888', refused)
+    refused = b"\r\n+CIPOPEN: 1,3\r\n\r\nERROR\r\n"
+    peer.on('AT+CIPOPEN=1,"TCP","127.0.0.1",8888', refused)
+    first = await modem.open_socket("127.0.0.1", 8888)
 
     with pytest.raises(SocketError) as failed:
         await modem.open_socket("127.0.0.1", 8888)
 
     assert failed.value.code == 3
-    assert modem.free_link() == 0
+    assert first.link == 0
+    assert modem.free_link() == 1
 
 
 async def test_open_failing_later_carries_the_module_code(
