@@ -86,7 +86,7 @@ class Sim7600(ATDialect):
                     if not any(ALREADY_OPEN in line for line in refused.info):
                         raise BearerError(f"{self.name}: {refused}") from refused
                     return await self._address()
-                result = response.value("+NETOPEN:") or await waiter.wait(
+                result = _line(response.info, "+NETOPEN:") or await waiter.wait(
                     response.command, self.seconds("netopen"), "+NETOPEN"
                 )
         code = _first(result.removeprefix("+NETOPEN:"))
@@ -105,7 +105,7 @@ class Sim7600(ATDialect):
                     if _first(_value(refused.info, "+NETCLOSE:")) == NOT_OPEN:
                         return
                     raise BearerError(f"{self.name}: {refused}") from refused
-                result = response.value("+NETCLOSE:") or await waiter.wait(
+                result = _line(response.info, "+NETCLOSE:") or await waiter.wait(
                     response.command, self.seconds("netclose"), "+NETCLOSE"
                 )
         code = _first(result.removeprefix("+NETCLOSE:"))
@@ -140,7 +140,7 @@ class Sim7600(ATDialect):
                 except CommandRefused as refused:
                     code = _second(_value(refused.info, "+CIPOPEN:"))
                     raise SocketError(f"{socket.name}: {refused}", code=code) from None
-                result = response.value("+CIPOPEN:") or await w.wait(
+                result = _line(response.info, "+CIPOPEN:") or await w.wait(
                     response.command, self.seconds("open"), "+CIPOPEN"
                 )
         code = _second(result.removeprefix("+CIPOPEN:"))
@@ -218,7 +218,7 @@ class Sim7600Socket(DialectSocket):
                     )
                 except CommandRefused as refused:
                     raise SocketError(f"{self.name}: {refused}") from None
-                result = response.value("+CIPSEND:") or await w.wait(
+                result = _line(response.info, "+CIPSEND:") or await w.wait(
                     command, modem.seconds("send"), "+CIPSEND"
                 )
         self._check_sent(result, len(data))
@@ -244,7 +244,7 @@ class Sim7600Socket(DialectSocket):
                 except CommandRefused as refused:
                     log.debug("%s: already closed (%s)", self.name, refused)
                     return
-                if response.value("+CIPCLOSE:") is None:
+                if not _line(response.info, "+CIPCLOSE:"):
                     await w.wait(response.command, modem.seconds("close"), "+CIPCLOSE")
 
 
@@ -252,11 +252,15 @@ def _starts(prefix: str) -> Callable[[str], bool]:
     return lambda line: line.startswith(prefix)
 
 
-def _value(lines: tuple[str, ...], prefix: str) -> str:
+def _line(lines: tuple[str, ...], prefix: str) -> str:
     for line in lines:
         if line.startswith(prefix):
-            return line.removeprefix(prefix)
+            return line
     return ""
+
+
+def _value(lines: tuple[str, ...], prefix: str) -> str:
+    return _line(lines, prefix).removeprefix(prefix)
 
 
 def _first(text: str) -> int | None:

@@ -351,3 +351,19 @@ async def test_port_vanishing_ends_a_waiting_read_and_every_later_call(
         await modem.signal()
     with pytest.raises(PortVanished):
         await socket.write(b"x")
+
+
+async def test_results_printed_before_ok_are_understood(
+    peer: ScriptedPeer, modem: Sim7600
+) -> None:
+    peer.on("AT+NETOPEN", b"\r\n+NETOPEN: 0\r\n" + OK)
+    peer.on("AT+CIPSEND=0,4", b"\r\n>")
+    peer.after_payload("AT+CIPSEND=0,4", b"\r\n+CIPSEND: 0,4,4\r\n" + OK)
+    peer.on("AT+CIPCLOSE=0", b"\r\n+CIPCLOSE: 0,0\r\n" + OK)
+
+    await modem.bearer_up()
+    socket = await modem.open_socket("127.0.0.1", 8888)
+    await socket.write(b"ping")
+    await socket.close()
+
+    assert peer.payloads == [b"ping"]
