@@ -29,3 +29,11 @@ main.add_command(_attach.attach)
 from modembridge.cli import demo as _demo  # noqa: E402
 
 main.add_command(_demo.demo)
+
+from modembridge.cli import at as _at  # noqa: E402
+from modembridge.cli import doctor as _doctor  # noqa: E402
+from modembridge.cli import info as _info  # noqa: E402
+
+main.add_command(_info.info)
+main.add_command(_at.at)
+main.add_command(_doctor.doctor)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import logging
 import os
 import re
@@ -24,7 +25,13 @@ from typing import Any, TypeVar
 import click
 
 from modembridge.discovery import holders
-from modembridge.errors import ModemError, PortVanished, RelayRefused
+from modembridge.errors import (
+    ModemError,
+    ModemTimeout,
+    PortVanished,
+    RelayRefused,
+    UnsupportedModem,
+)
 
 DEFAULT_RELAY_PORT = 8888
 
@@ -132,11 +139,53 @@ def configure_logging(verbose: int) -> None:
 
 
 def check_port(port: str) -> None:
-    """Fail with one line when the port does not exist or is no device."""
+    """Fail with one line when the port does not exist, is no device, or is busy.
+
+    Busy means ModemManager holds the port, or another program holds its advisory
+    lock (as a running ``attach`` does). The lock is taken here, for as long as this
+    process runs; programs that use neither are not detected.
+    """
     if not os.path.exists(port):
         raise click.ClickException(f"{port}: no such port (is the module plugged in?)")
     if os.path.isdir(port):
         raise click.ClickException(f"{port}: is a directory, not a serial port")
+    manager = [h.describe() for h in holders(port) if h.is_modemmanager]
+    if manager:
+        raise click.ClickException(
+            f"{port}: busy, held by {', '.join(manager)} "
+            "(stop it, or install the rules of `modembridge udev`)"
+        )
+    _lock(port)
+
+
+_LOCKS: dict[str, int] = {}
+
+
+def _lock(port: str) -> None:
+    """Take the port's advisory lock, or fail naming who holds the port."""
+    if port in _LOCKS:
+        return
+    try:
+        fd = os.open(port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise click.ClickException(describe_os_error(exc, port)) from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        held = ", ".join(h.describe() for h in holders(port) if h.pid != os.getpid())
+        by = f", held by {held}" if held else ""
+        raise click.ClickException(
+            f"{port}: busy, in use by another program{by}"
+        ) from exc
+    _LOCKS[port] = fd
+
+
+def release_ports() -> None:
+    """Give back the locks ``check_port`` took (for callers that run many commands)."""
+    for fd in _LOCKS.values():
+        os.close(fd)
+    _LOCKS.clear()
 
 
 def run(coroutine: Coroutine[Any, Any, T], port: str | None = None) -> T:
@@ -146,7 +195,15 @@ def run(coroutine: Coroutine[Any, Any, T], port: str | None = None) -> T:
     except RelayRefused as exc:
         raise click.ClickException(str(exc)) from exc
     except PortVanished as exc:
-        raise click.ClickException(f"{exc.port}: the port went away") from exc
+        cause = exc.__cause__
+        why = f"cannot open it ({cause})" if cause else "the port went away"
+        raise click.ClickException(f"{exc.port}: {why}") from exc
+    except UnsupportedModem as exc:
+        raise click.ClickException(f"{exc} (is this the module's AT port?)") from exc
+    except ModemTimeout as exc:
+        where = f"{port}: " if port else ""
+        hint = " (is this the module's AT port?)" if exc.command == "AT" else ""
+        raise click.ClickException(f"{where}{exc}{hint}") from exc
     except ModemError as exc:
         where = f"{port}: " if port and port not in str(exc) else ""
         raise click.ClickException(f"{where}{exc}") from exc
