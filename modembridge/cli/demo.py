@@ -62,12 +62,13 @@ def demo(*, verbose: int) -> None:
     if not verbose:
         # An in-process relay on loopback needs no tokens; its warning would mislead.
         logging.getLogger("relayserver").setLevel(logging.ERROR)
-    delivered = run(_demo())
+    delivered, took = run(_demo())
+    click.echo(f"{delivered} of {len(MESSAGES)} messages delivered in {took:.1f} s")
     if delivered < len(MESSAGES):
         raise click.ClickException(f"only {delivered} of {len(MESSAGES)} arrived")
 
 
-async def _demo() -> int:
+async def _demo() -> tuple[int, float]:
     relay = RelayServer(RelayConfig(host="127.0.0.1", port=0, heartbeat=5))
     await relay.start()
     click.echo(f"relay listening on 127.0.0.1:{relay.port}")
@@ -101,7 +102,7 @@ async def _attached(
     return agent, received
 
 
-async def _exchange(agents: dict[str, tuple[Agent, _Received]]) -> int:
+async def _exchange(agents: dict[str, tuple[Agent, _Received]]) -> tuple[int, float]:
     started = time.monotonic()
     for sender, target, text in MESSAGES:
         click.echo(f"  card {sender} sends to {target}: {text}")
@@ -116,6 +117,4 @@ async def _exchange(agents: dict[str, tuple[Agent, _Received]]) -> int:
             for card, (_, received) in agents.items():
                 await received.wait_for(expected[card])
     delivered = sum(len(set(agents[c][1].lines) & set(expected[c])) for c in agents)
-    took = time.monotonic() - started
-    click.echo(f"{delivered} of {len(MESSAGES)} messages delivered in {took:.1f} s")
-    return delivered
+    return delivered, time.monotonic() - started
