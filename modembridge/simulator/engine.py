@@ -24,6 +24,7 @@ import enum
 import logging
 
 from modembridge.simulator.transmitter import Transmitter
+from modembridge.wirelog import WIRE, visible
 from modembridge.simulator.violations import Violation, ViolationKind
 
 logger = logging.getLogger(__name__)
@@ -98,8 +99,8 @@ class AtEngine:
         """Take bytes the host wrote."""
         if self.muted:
             return
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("modem[%s]: > %r", self.name, data)
+        if logger.isEnabledFor(WIRE):
+            logger.log(WIRE, "modem[%s]: > %s", self.name, visible(data))
         self._consume(data, check=True)
 
     async def read_payload(self, size: int, prompt: bytes) -> bytes:

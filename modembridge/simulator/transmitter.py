@@ -15,6 +15,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from modembridge.wirelog import WIRE, split_lines, visible
+
 logger = logging.getLogger(__name__)
 
 # Pause between two fragments, so that the host's reads really see them apart.
@@ -110,8 +112,9 @@ class Transmitter:
             await self._progress.wait()
 
     async def _write_item(self, data: bytes) -> None:
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("modem[%s]: < %r", self.name, data)
+        if logger.isEnabledFor(WIRE):
+            for piece in split_lines(data):
+                logger.log(WIRE, "modem[%s]: < %s", self.name, visible(piece))
         if not self.fragment:
             await self._write(data)
             return
