@@ -24,8 +24,8 @@ import enum
 import logging
 
 from modembridge.simulator.transmitter import Transmitter
-from modembridge.wirelog import WIRE, visible
 from modembridge.simulator.violations import Violation, ViolationKind
+from modembridge.wirelog import WIRE, visible
 
 logger = logging.getLogger(__name__)
 
