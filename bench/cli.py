@@ -106,9 +106,14 @@ def heartbeat_command(
 @main.command("at_path")
 @SMOKE
 @JSON_OUT
-def at_path_command(smoke: bool, json_path: Path | None) -> None:
+@click.option("--messages", type=int, help="Messages each way.")
+@click.option("--size", type=int, help="Bytes per message.")
+def at_path_command(
+    smoke: bool, json_path: Path | None, messages: int | None, size: int | None
+) -> None:
     """A simulated module, the attach agent and a relay: bytes/s end to end."""
-    report(at_path.measure(smoke), json_path)
+    params = at_path.SMOKE if smoke else at_path.FULL
+    report(at_path.measure(_with(params, messages=messages, size=size)), json_path)
 
 
 @main.command("compare")

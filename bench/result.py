@@ -45,5 +45,7 @@ class Result:
         shown = ", ".join(
             f"{name}={value:,.6g}" for name, value in self.figures.items()
         )
+        if not self.server_cpu and not self.loadgen_cpu:
+            return f"{self.workload} [{self.server}]: {shown}"
         cpu = f"cpu server {self.server_cpu:.0%} loadgen {self.loadgen_cpu:.0%}"
         return f"{self.workload} [{self.server}]: {shown} ({cpu})"

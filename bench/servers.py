@@ -78,22 +78,16 @@ def _prepare_server_process() -> None:
 
 
 def relay_command() -> list[str]:
-    """How to start the relay: ``$MODEMBRIDGE_BENCH_RELAY``, or its console script.
+    """How to start the relay: ``$MODEMBRIDGE_BENCH_RELAY``, or this installation's.
 
-    The variable holds a command prefix (for instance a profiler wrapping the relay,
-    or another relay build to compare); the script is looked up beside this
-    interpreter first, then on PATH.
+    The variable holds a command prefix (for instance another relay build to
+    compare); by default the relay's console entry point runs under this very
+    interpreter, so a virtual environment measures its own relay.
     """
     override = os.environ.get("MODEMBRIDGE_BENCH_RELAY")
     if override:
         return shlex.split(override)
-    beside = Path(sys.executable).with_name("relayserver")
-    if beside.exists():
-        return [str(beside)]
-    found = shutil.which("relayserver")
-    if found is None:
-        raise FileNotFoundError("the relayserver console script is not installed")
-    return [found]
+    return [sys.executable, "-c", "from relayserver.cli import main; main()"]
 
 
 def relay_options(port: int, heartbeat: float) -> list[str]:

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import (  # noqa: E402
+    at_path,
     compare,
     connections,
     heartbeat,
@@ -84,7 +85,17 @@ def test_heartbeat_reaches_every_card_in_whole_rounds() -> None:
     assert result.figures["whole_rounds"] >= 1
     assert result.figures["round_ms_max"] >= 0
     assert result.figures["rtt_p50_us_outside"] > 0
-    assert not [note for note in result.notes if "do not match" in note]
+    assert not [note for note in result.notes if "no heartbeat" in note]
+
+
+def test_at_path_carries_every_byte_both_ways() -> None:
+    end_to_end, reader = at_path.measure(at_path.SMOKE)
+
+    assert end_to_end.figures["up_bytes_per_s"] > 0
+    assert end_to_end.figures["down_bytes_per_s"] > 0
+    assert end_to_end.figures["up_agent_cpu_ms_per_kib"] >= 0
+    assert reader.figures["push_mb_per_s"] > 0
+    assert reader.figures["buffered_mb_per_s"] > 0
 
 
 def test_compare_alternates_servers_and_reports_ratios() -> None:
