@@ -10,6 +10,7 @@ from modembridge import __version__
 def main() -> None:
     """Drive SIM7600 and EC20 modules and bridge them to a relay."""
 
+
 from modembridge.cli import udev as _udev  # noqa: E402
 
 main.add_command(_udev.udev)
