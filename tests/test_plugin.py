@@ -1,0 +1,357 @@
+"""The pytest plugin in an inner pytest session: options, skips, gate, reports.
+
+The inner sessions run on simulated modules (the default), and on a "real" module
+that is a simulator the plugin was not told about: a path given to ``--modem``. That
+is how the health gate and the hardware paths are exercised without hardware.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from modembridge.simulator import SimConfig, SimulatedModem
+from modembridge.testbench import BenchLoop
+
+# Hypothesis is imported afresh by every inner session; it costs a second each.
+INI = """
+[pytest]
+asyncio_mode = auto
+asyncio_default_fixture_loop_scope = function
+addopts = -p no:hypothesispytest
+"""
+
+
+@pytest.fixture
+def inner(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makeini(INI)
+    return pytester
+
+
+@pytest.fixture
+def outside_module(tmp_path: Path) -> Iterator[str]:
+    """A simulated SIM7600 the inner session sees only as a serial port path."""
+    yield from _outside_module(tmp_path, SimConfig(model="sim7600"))
+
+
+@pytest.fixture
+def outside_module_without_signal(tmp_path: Path) -> Iterator[str]:
+    yield from _outside_module(tmp_path, SimConfig(model="ec20", no_signal=True))
+
+
+def _outside_module(tmp_path: Path, config: SimConfig) -> Iterator[str]:
+    loop = BenchLoop()
+    loop.start()
+    config.link = str(tmp_path / f"{config.model}-outside")
+    simulator = SimulatedModem(config)
+
+    async def start() -> None:
+        await simulator.start()
+
+    loop.run(start())
+    try:
+        yield simulator.path
+    finally:
+        loop.run(simulator.stop())
+        loop.stop()
+
+
+SKIPS = """
+import pytest
+
+@pytest.mark.hardware
+def test_needs_hardware(): pass
+
+@pytest.mark.simulation_only
+def test_only_simulated(): pass
+
+@pytest.mark.modems(3)
+def test_three_modules(): pass
+
+@pytest.mark.soak
+def test_soaking(): pass
+
+@pytest.mark.model("ec20")
+async def test_ec20_only(modem):
+    assert modem.facts.family == "ec20"
+
+def test_plain(): pass
+"""
+
+
+def test_default_bench_skips_with_the_enabling_option(inner: pytest.Pytester) -> None:
+    inner.makepyfile(SKIPS)
+
+    result = inner.runpytest("-rs")
+
+    result.assert_outcomes(passed=3, skipped=3)
+    result.stdout.fnmatch_lines(
+        [
+            "*needs a real module: give --modem*",
+            "*needs 3 modules, 2 configured: give --modem once per module*",
+            "*soak test: give --soak DURATION*",
+        ]
+    )
+    result.stdout.no_fnmatch_line("*test_ec20_only*sim7600*")
+
+
+def test_only_the_allowed_model_runs(inner: pytest.Pytester) -> None:
+    inner.makepyfile(SKIPS)
+
+    result = inner.runpytest("-v", "-k", "ec20_only")
+
+    result.stdout.fnmatch_lines(["*test_ec20_only?ec20? PASSED*"])
+    result.assert_outcomes(passed=1)
+
+
+def test_single_module_tests_run_once_per_module(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        async def test_each(modem):
+            assert await modem.bearer_active()
+        """
+    )
+
+    result = inner.runpytest("-v", "--modem", "sim:ec20", "--modem", "sim:ec20")
+
+    result.stdout.fnmatch_lines(
+        ["*test_each?ec200? PASSED*", "*test_each?ec201? PASSED*"]
+    )
+
+
+def test_model_missing_from_the_bench_skips(inner: pytest.Pytester) -> None:
+    inner.makepyfile(SKIPS)
+
+    result = inner.runpytest("-rs", "-k", "ec20_only", "--modem", "sim:sim7600")
+
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*needs a ec20 module: give --modem*sim:ec20*"])
+
+
+def test_soak_runs_when_asked(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.soak
+        def test_soaking(hil_config):
+            assert hil_config.soak_seconds == 90.0
+        """
+    )
+
+    inner.runpytest("--soak", "1m30s").assert_outcomes(passed=1)
+
+
+def test_options_reach_the_bench_config(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        def test_config(hil_config):
+            assert [m.text for m in hil_config.modems] == ["sim:ec20", "/dev/ttyUSB6"]
+            assert hil_config.relay == ("relay.example.com", 8888)
+            assert hil_config.apn == "cmnet"
+            assert hil_config.min_signal_dbm == -95
+            assert hil_config.has_hardware and not hil_config.all_simulated
+        """
+    )
+
+    result = inner.runpytest(
+        "--modem=sim:ec20",
+        "--modem=/dev/ttyUSB6",
+        "--relay=relay.example.com:8888",
+        "--apn=cmnet",
+        "--min-signal=-95",
+    )
+
+    result.assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("--modem=sim:bg96", "no simulated model 'bg96'"),
+        ("--relay=relay.example.com", "is not HOST:PORT"),
+        ("--soak=forever", "is not a duration"),
+    ],
+)
+def test_bad_option_is_a_usage_error(
+    inner: pytest.Pytester, option: str, message: str
+) -> None:
+    inner.makepyfile("def test_nothing(): pass")
+
+    result = inner.runpytest(option)
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*modembridge: *{message}*"])
+
+
+def test_real_module_skips_simulation_only_tests(
+    inner: pytest.Pytester, outside_module: str
+) -> None:
+    inner.makepyfile(SKIPS)
+
+    result = inner.runpytest("-rs", "-k", "only_simulated", f"--modem={outside_module}")
+
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(
+        ["*injects simulator faults: runs only with --modem sim*"]
+    )
+
+
+def test_healthy_bench_runs_on_the_real_module(
+    inner: pytest.Pytester, outside_module: str
+) -> None:
+    inner.makepyfile(
+        """
+        async def test_module(modem, simulator):
+            pass
+
+        async def test_module_alone(modem):
+            assert modem.facts.family == "sim7600"
+        """
+    )
+
+    result = inner.runpytest("-rs", f"--modem={outside_module}")
+
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*injects simulator faults*"])
+
+
+def test_sick_bench_skips_with_the_reason(
+    inner: pytest.Pytester, outside_module_without_signal: str
+) -> None:
+    inner.makepyfile(
+        """
+        async def test_one(modem): pass
+        async def test_two(modem): pass
+        def test_without_the_bench(): pass
+        """
+    )
+
+    result = inner.runpytest("-rs", f"--modem={outside_module_without_signal}")
+
+    result.assert_outcomes(passed=1, skipped=2)
+    result.stdout.fnmatch_lines(["*bench health check failed: *not registered*"])
+
+
+def test_unreachable_relay_fails_the_gate(
+    inner: pytest.Pytester, outside_module: str
+) -> None:
+    inner.makepyfile("async def test_one(modem): pass")
+
+    result = inner.runpytest("-rs", f"--modem={outside_module}", "--relay=127.0.0.1:1")
+
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*relay 127.0.0.1:1 unreachable*"])
+
+
+FAILING = """
+async def test_fails(modem, tcp_card):
+    await modem.signal()
+    assert False, "on purpose"
+
+async def test_passes(modem):
+    await modem.signal()
+"""
+
+
+def test_failure_report_names_the_timeline(
+    inner: pytest.Pytester, tmp_path: Path
+) -> None:
+    inner.makepyfile(FAILING)
+    timelines = tmp_path / "timelines"
+
+    result = inner.runpytest(
+        "--modem=sim:sim7600", "--timeline-dir", str(timelines), "-k", "fails"
+    )
+
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*modembridge timeline*", f"written to {timelines}*"])
+    (path,) = timelines.iterdir()
+    text = path.read_text()
+    assert "> AT+CSQ\\r" in text
+    assert "< +CSQ: " in text
+    assert re.search(r"relay  card hil-\w+-tcp: connect", text)
+    stamps = [line.split()[0] for line in text.splitlines()[1:]]
+    assert stamps == sorted(stamps)
+
+
+def test_junit_has_identity_measurements_and_the_attachment(
+    inner: pytest.Pytester, tmp_path: Path
+) -> None:
+    inner.makepyfile(FAILING)
+    report = tmp_path / "report.xml"
+
+    inner.runpytest(
+        "--modem=sim:sim7600",
+        f"--junitxml={report}",
+        f"--timeline-dir={tmp_path / 'tl'}",
+    )
+
+    cases = {case.get("name"): case for case in ET.parse(report).iter("testcase")}
+    for case in cases.values():
+        properties = {p.get("name"): p.get("value") for p in case.iter("property")}
+        assert properties["modem0.model"] == "SIMCOM_SIM7600G-H"
+        assert properties["modem0.imei"] == "***********1788"
+        assert set(properties["modem0.iccid"][:-4]) == {"*"}
+        float(properties["modem0.registration_s"])
+        float(properties["modem0.signal_dbm"])
+        timeline = properties["timeline"]
+        assert Path(timeline).is_file()
+        outputs = [node.text or "" for node in case.iter("system-out")]
+        assert len(outputs) == 1
+        assert f"[[ATTACHMENT|{timeline}]]" in outputs[0].splitlines()
+    assert set(cases) == {"test_fails[sim7600]", "test_passes[sim7600]"}
+
+
+@pytest.mark.parametrize("logging", ["system-out", "all"])
+def test_junit_attachment_joins_captured_output(
+    inner: pytest.Pytester, tmp_path: Path, logging: str
+) -> None:
+    inner.makepyfile(
+        """
+        async def test_passes(modem):
+            print("said by the test")
+        """
+    )
+    report = tmp_path / "report.xml"
+
+    inner.runpytest(
+        f"--junitxml={report}", "-o", f"junit_logging={logging}", "--modem=sim:ec20"
+    )
+
+    (case,) = ET.parse(report).iter("testcase")
+    outputs = [node.text or "" for node in case.iter("system-out")]
+    assert len(outputs) == 1
+    assert "said by the test" in outputs[0]
+    assert "[[ATTACHMENT|" in outputs[0]
+
+
+def test_measurements_are_summarised(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        def test_numbers(measure):
+            measure("answer_ms", 41.5)
+            measure("answer_ms", 42.5)
+        """
+    )
+
+    result = inner.runpytest()
+
+    result.stdout.fnmatch_lines(
+        ["*modembridge measurements*", "answer_ms  n=2 * min=41.5 median=42 max=42.5"]
+    )
+
+
+def test_session_without_bench_fixtures_starts_nothing(
+    inner: pytest.Pytester,
+) -> None:
+    inner.makepyfile("def test_plain(): pass")
+
+    result = inner.runpytest()
+
+    result.assert_outcomes(passed=1)
+    result.stdout.no_fnmatch_line("*modembridge measurements*")
