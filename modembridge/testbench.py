@@ -44,7 +44,7 @@ DEFAULT_MIN_SIGNAL_DBM = -105
 SESSION_HEARTBEAT = 1.0
 """Heartbeat interval of the session's own relay: short, so heartbeat tests are fast."""
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|s|ms)?", re.IGNORECASE)
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|h|m|s)?", re.IGNORECASE)
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, None: 1.0}
 _STABLE_NAME = re.compile(r"/modembridge/([a-z0-9]+)-[^/]+/[a-z]+$")
 """A udev stable name (``/dev/modembridge/ec20-1-1.2/at``) tells the model."""
