@@ -75,6 +75,7 @@ async def test_round_trip_latency_through_the_relay(
         measure(name, value)
 
 
+@pytest.mark.timeout(150)  # an outside relay beats every 30 s
 async def test_heartbeats_reach_a_module_socket(
     modem: Modem, relay: RelayInfo, hil_bench: Bench, measure: Measure
 ) -> None:
