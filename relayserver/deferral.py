@@ -38,14 +38,14 @@ class Waiting(Protocol):
     def queue(self, data: bytes) -> None:
         """Write ``data`` with the connection's other replies."""
 
-    def drop(self) -> None:
-        """Close the connection at once."""
+    def drop(self, why: str) -> None:
+        """Close the connection at once, saying ``why`` in the log."""
 
 
 class Handler(Protocol):
     """The relay as far as answering later goes."""
 
-    def handle(self, connection: Any, events: list[Any]) -> None:
+    def requests_received(self, connection: Any, events: list[Any]) -> None:
         """Act on requests of ``connection`` and write what they produced."""
 
     def flush_pending(self, last: Any = None) -> None:
@@ -79,7 +79,7 @@ class Deferral:
             reply = await answer
         except Exception:
             logger.exception("card[%s]: a later answer failed", connection.label)
-            connection.drop()
+            connection.drop("its request failed inside the relay")
             return
 
         if connection.closing:
@@ -91,4 +91,4 @@ class Deferral:
         if connection.transport is not None:
             connection.transport.resume_reading()
         if waiting:
-            self._relay.handle(connection, waiting)
+            self._relay.requests_received(connection, waiting)

@@ -28,6 +28,19 @@ MAX_LABEL_VALUES = 32
 
 _LABEL_VALUE = re.compile(r"[a-z0-9_]{1,32}")
 
+# Requests are counted by class; a request that could not be read is malformed.
+_REQUEST_KINDS = {"DecodeError": "malformed"}
+
+# The relay says in words why it closed a card; the label is the gist.
+_DISCONNECT_GISTS = (
+    ("another relay node", "evicted"),
+    ("taken over", "taken_over"),
+    ("slow", "slow"),
+    ("silent", "idle"),
+    ("stopping", "shutdown"),
+    ("limit", "refused"),
+)
+
 # Heartbeat rounds write to every card: from microseconds to seconds on big nodes.
 _ROUND_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
 # Cross-node sends wait for the holder's acknowledgement over NATS.
@@ -41,6 +54,7 @@ class RelayMetrics:
         self.registry = CollectorRegistry()
         self._labels: dict[str, set[str]] = {}
         self.port: int | None = None
+        self._request_kinds: dict[str, Any] = {}
         self._server: Any = None
         self._thread: Any = None
         self._define_cards()
@@ -77,13 +91,19 @@ class RelayMetrics:
         """A card connected (or took a name over)."""
         self.connects.inc()
 
-    def card_disconnected(self, reason: str) -> None:
-        """A card's connection ended, for ``reason`` (``closed``, ``taken_over``...)."""
-        self.disconnects.labels(self._label("reason", reason)).inc()
+    def card_disconnected(self, why: str) -> None:
+        """A card's connection ended; ``why`` is a label or the relay's own words."""
+        self.disconnects.labels(self._label("reason", disconnect_reason(why))).inc()
 
     def request_received(self, kind: str) -> None:
-        """A card sent a request of ``kind`` (its action: ``send``, ``ping``...)."""
-        self.requests.labels(self._label("kind", kind)).inc()
+        """A card sent a request of ``kind`` (its class: ``Send``, ``Ping``...)."""
+        child = self._request_kinds.get(kind)
+        if child is None:
+            label = _REQUEST_KINDS.get(kind, kind.lower())
+            child = self._request_kinds[kind] = self.requests.labels(
+                self._label("kind", label)
+            )
+        child.inc()
 
     def message_relayed(self, size: int, route: str = "local") -> None:
         """A message of ``size`` bytes reached its target, on this node or another."""
@@ -100,13 +120,8 @@ class RelayMetrics:
         self.heartbeat_seconds.observe(seconds)
 
     def writes_paused(self) -> None:
-        """A card's socket buffer filled up: the relay stopped writing to it."""
+        """A card's unsent bytes reached the high-water mark."""
         self.write_pauses.inc()
-        self.cards_paused.inc()
-
-    def writes_resumed(self) -> None:
-        """A paused card's socket buffer drained again."""
-        self.cards_paused.dec()
 
     def write_buffers_sampled(self, total: int, largest: int) -> None:
         """Bytes waiting in all cards' write buffers, and in the fullest one."""
@@ -173,12 +188,7 @@ class RelayMetrics:
         )
         self.write_pauses = Counter(
             "relay_write_pauses",
-            "Times a card's socket buffer filled up and writing to it paused.",
-            registry=self.registry,
-        )
-        self.cards_paused = Gauge(
-            "relay_cards_write_paused",
-            "Cards whose socket buffer is full now.",
+            "Times a card's unsent bytes reached the high-water mark.",
             registry=self.registry,
         )
         self.buffered_bytes = Gauge(
@@ -220,3 +230,13 @@ class RelayMetrics:
             return "other"
         seen.add(value)
         return value
+
+
+def disconnect_reason(why: str) -> str:
+    """The label for a disconnect the relay explained with ``why``."""
+    if _LABEL_VALUE.fullmatch(why):
+        return why
+    for words, label in _DISCONNECT_GISTS:
+        if words in why:
+            return label
+    return "other"

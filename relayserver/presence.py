@@ -79,16 +79,22 @@ class Presence:
         return [name for name in names if holders.get(name) is not None]
 
     async def watch(self, watcher: Watcher, names: Sequence[str]) -> list[str]:
-        """Tell ``watcher`` about changes of ``names``; returns those online now."""
+        """Tell ``watcher`` about changes of ``names``; returns those online now.
+
+        The watcher hears of changes after the state returned, never before it.
+        """
         check_names(names)
-        watched = self._watching.setdefault(watcher, set())
+        watched = self._watching.get(watcher, set())
         if len(watched | set(names)) > MAX_NAMES:
             raise PresenceError("too many names", f"a card watches {MAX_NAMES} at most")
 
-        watched.update(names)
+        await self._learn([name for name in names if name not in self._holder])
+        self._watching.setdefault(watcher, set()).update(names)
         for name in names:
             self._watchers.setdefault(name, set()).add(watcher)
-        await self._learn([name for name in names if name not in self._holder])
+            if name not in self._holder:
+                # Forgotten while the cluster was asked; what this node knows.
+                self._holder[name] = self.node if self._held_here(name) else None
         return [name for name in names if self._holder.get(name) is not None]
 
     def unwatch(self, watcher: Watcher, names: Iterable[str] | None = None) -> None:

@@ -1,4 +1,4 @@
-"""A real nats-server for the cluster tests, started and stopped on loopback.
+"""Real processes for the cluster tests: a nats-server and relay nodes, on loopback.
 
 The tests skip, saying why, when the ``nats-server`` binary is missing, except where
 ``MODEMBRIDGE_REQUIRE_SERVICES=1`` (CI): there a missing service is a failure.
@@ -6,17 +6,26 @@ The tests skip, saying why, when the ``nats-server`` binary is missing, except w
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 NATS_BINARY = "nats-server"
+
+# How long a test waits for something that should happen promptly.
+PROMPT = 10.0
 
 
 def free_port() -> int:
@@ -36,10 +45,15 @@ def free_port() -> int:
             return port
 
 
-def wait_for_port(port: int, timeout: float = 10.0) -> None:
+def wait_for_port(
+    port: int, process: subprocess.Popen[bytes] | None = None, log: Path | None = None
+) -> None:
     """Return once something accepts TCP connections on ``port``."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + PROMPT
     while True:
+        if process is not None and process.poll() is not None:
+            output = log.read_text(errors="replace") if log is not None else ""
+            raise RuntimeError(f"exited with {process.returncode}:\n{output[-3000:]}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
@@ -60,6 +74,16 @@ def require_nats_server() -> str:
     pytest.skip(reason)
 
 
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class NatsServer:
     """One nats-server on a fixed loopback port; it may be stopped and restarted."""
 
@@ -78,20 +102,114 @@ class NatsServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        wait_for_port(self.port)
+        wait_for_port(self.port, self._process, self._log)
 
     def stop(self) -> None:
         """Stop the server; its clients see the connection drop."""
         process, self._process = self._process, None
-        if process is None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
+        if process is not None:
+            _stop(process)
+
+
+class RelayNode:
+    """One ``relayserver`` process, a node of a cluster when given a NATS URL."""
+
+    def __init__(self, workdir: Path, *options: str) -> None:
+        self.port = free_port()
+        self.options = options
+        self.log_path = workdir / f"relay-{self.port}.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the relay and wait until it accepts cards."""
+        command = [
+            *(sys.executable, "-c", "from relayserver.cli import main; main()"),
+            *("--host", "127.0.0.1", "--port", str(self.port)),
+            *("--heartbeat", "3600", "--log-level", "debug"),
+            *self.options,
+        ]
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT
+            )
+        wait_for_port(self.port, self._process, self.log_path)
+        # Bound is not started: a node joins its cluster (or gives up for now) first.
+        deadline = time.monotonic() + PROMPT
+        while "relay: listening on" not in self.log():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the relay did not start:\n{self.log()[-3000:]}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        """Stop the relay as an operator would (SIGTERM)."""
+        process, self._process = self._process, None
+        if process is not None:
+            _stop(process)
+
+    def kill(self) -> None:
+        """Kill the relay outright, as a crash or an OOM killer would."""
+        process, self._process = self._process, None
+        if process is not None:
             process.kill()
             process.wait()
 
     def log(self) -> str:
-        """What the server printed, for failure messages."""
-        return self._log.read_text(errors="replace")
+        """What the relay logged, for assertions and failure messages."""
+        return self.log_path.read_text(errors="replace")
+
+
+class Card:
+    """A card on a TCP connection to a relay: version 1 text or version 2 lines."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def connect(cls, port: int, name: str, proto: int = 1) -> Card:
+        """Open a connection and claim ``name``."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        card = cls(reader, writer)
+        if proto == 1:
+            await card.request(f"{{'action':'connect','from':'{name}'}}")
+            await card.expect(b"connect_success")
+        else:
+            await card.request({"action": "connect", "from": name, "proto": 2})
+            reply = await card.line()
+            assert reply.get("ok") == "connect", reply
+        return card
+
+    async def request(self, request: str | dict[str, Any]) -> None:
+        """Write one request, a literal as cards type it or a dict sent as JSON."""
+        text = request if isinstance(request, str) else json.dumps(request)
+        self.writer.write(text.encode())
+        await self.writer.drain()
+
+    async def expect(self, data: bytes) -> None:
+        """Read exactly ``len(data)`` bytes and check they are ``data``."""
+        async with asyncio.timeout(PROMPT):
+            got = await self.reader.readexactly(len(data))
+        assert got == data
+
+    async def line(self) -> dict[str, Any]:
+        """The next version 2 line, heartbeats skipped."""
+        async with asyncio.timeout(PROMPT):
+            while True:
+                line = await self.reader.readline()
+                assert line.endswith(b"\n"), f"connection ended: {line!r}"
+                reply: dict[str, Any] = json.loads(line)
+                if reply.keys() != {"heartbeat"}:
+                    return reply
+
+    async def closed(self) -> bool:
+        """Whether the relay closed this connection (waits for the end of stream)."""
+        async with asyncio.timeout(PROMPT):
+            while await self.reader.read(4096):
+                pass
+        return True
+
+    async def close(self) -> None:
+        """Close the connection."""
+        self.writer.close()
+        with contextlib.suppress(OSError):
+            await self.writer.wait_closed()
