@@ -275,3 +275,29 @@ async def test_power_down_removes_the_port(
             break
         await asyncio.sleep(0.01)
     assert not exists(path)
+
+
+async def test_bulk_receive_through_a_full_buffer(
+    client: RawClient, server: EchoServer
+) -> None:
+    await bring_up(client)
+    await open_socket(client, server)
+    _reader, writer = await server.peer()
+    data = bytes(range(256)) * 800
+    writer.write(data)
+    await client.read_until(b'+QIURC: "recv",0\r\n')
+
+    received = bytearray()
+    while len(received) < len(data):
+        client.write(b"AT+QIRD=0,1500\r")
+        header = await client.read_until(b"\r\n", seconds=5)
+        header += await client.read_until(b"\r\n", seconds=5)
+        size = int(header.split(b": ")[1])
+        if size == 0:  # the network is slower than the reads
+            assert await client.read_exactly(6) == b"\r\nOK\r\n"
+            await asyncio.sleep(0.01)
+            continue
+        received += await client.read_exactly(size)
+        assert await client.read_exactly(8) == b"\r\n\r\nOK\r\n"
+    await writer.drain()
+    assert received == data

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator
 
 import pytest
@@ -161,3 +162,29 @@ async def test_payload_longer_than_announced(
     assert sim.violations[0].data == b"AT\r"
     # The extra bytes were read as the next command line, as on hardware.
     assert (await client.read_quiet(0.1)).endswith(b"\r\nOK\r\n")
+
+
+async def test_garbage_lines_always_get_a_final_result(
+    sim: SimulatedModem, client: RawClient
+) -> None:
+    await client.command("ATE0")
+    names = [
+        n for n in sim.personality.handlers if not n.startswith(("+CIPSEND", "+QISEND"))
+    ]
+    names = [
+        n
+        for n in names
+        if n not in ("+CRESET", "+QPOWD", "+CFUN", "+QIDEACT", "+NETCLOSE")
+    ]
+    rng = random.Random(4)
+    alphabet = '0123456789,"?=;+-.ABCxyz \x7f\x00\xff'
+    for _ in range(150):
+        tail = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 24)))
+        name = rng.choice(names)
+        line = f"AT{name}{tail}" if name.startswith("+") else f"AT{tail}"
+        client.write(line.encode("latin-1") + b"\r")
+        reply = await client.read_until(b"\r\n", seconds=5)
+        while not reply.endswith((b"OK\r\n", b"ERROR\r\n")) and b"ERROR:" not in reply:
+            reply += await client.read_until(b"\r\n", seconds=5)
+        await client.read_quiet(0.005)
+    assert await client.command("AT") == b"\r\nOK\r\n"

@@ -303,3 +303,28 @@ async def test_host_closing_a_link(client: RawClient, server: EchoServer) -> Non
         b"\r\nOK\r\n\r\n+CIPCLOSE: 0,0\r\n"
     )
     assert await reader.read() == b""
+
+
+async def test_bulk_push_is_cut_at_the_read_limit(
+    client: RawClient, server: EchoServer
+) -> None:
+    await client.command("ATE0")
+    await client.command("AT+CIPSRIP=0")
+    await client.command("AT+NETOPEN", b"+NETOPEN: 0\r\n")
+    await open_link(client, server)
+    _reader, writer = await server.peer()
+    data = bytes(range(256)) * 800
+    writer.write(data)
+    await writer.drain()
+
+    received = bytearray()
+    while len(received) < len(data):
+        header = await client.read_until(b"\r\n", seconds=5)
+        if header == b"\r\n":
+            continue
+        assert header.startswith(b"+IPD")
+        size = int(header[4:-2])
+        assert 0 < size <= 1500
+        received += await client.read_exactly(size)
+        assert await client.read_exactly(2) == b"\r\n"
+    assert received == data
