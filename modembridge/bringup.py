@@ -126,33 +126,47 @@ async def bring_up(
 
 async def wait_for_sim(modem: Modem, seconds: float) -> None:
     """Ask ``AT+CPIN?`` until READY; a SIM needing a PIN or PUK fails at once."""
+    name = f"modem[{Path(modem.port).name}]"
     deadline = time.monotonic() + seconds
     state: SimState | str = "no answer"
+    attempt = 0
     while True:
         try:
             state = await modem.sim_state()
         except ModemTimeout as timeout:
-            log.debug("modem[%s]: %s", Path(modem.port).name, timeout)
+            log.debug("%s: %s", name, timeout)
         if state is SimState.READY:
             return
         if isinstance(state, SimState) and state not in TRANSIENT_SIM_STATES:
             raise SimNotReady(modem.port, state.value)
+        reason = state.value if isinstance(state, SimState) else state
         if time.monotonic() >= deadline:
-            reason = state.value if isinstance(state, SimState) else state
             raise SimNotReady(modem.port, f"{reason} after {seconds:g} s")
+        log.log(_level(attempt), "%s: waiting for the SIM (%s)", name, reason)
+        attempt += 1
         await asyncio.sleep(POLL_SECONDS)
 
 
 async def wait_for_registration(modem: Modem, seconds: float) -> Registration:
     """Poll CREG/CGREG/CEREG until home or roaming on any domain."""
+    name = f"modem[{Path(modem.port).name}]"
     deadline = time.monotonic() + seconds
+    attempt = 0
     while True:
         registration = await modem.registration()
         if registration.registered:
             return registration
         if time.monotonic() >= deadline:
             raise ModemTimeout("AT+CREG?/AT+CGREG?/AT+CEREG?", seconds, "registration")
+        level = _level(attempt)
+        log.log(level, "%s: waiting for registration (%s)", name, registration)
+        attempt += 1
         await asyncio.sleep(POLL_SECONDS)
+
+
+def _level(attempt: int) -> int:
+    # The first wait is worth a line; its repeats only when debugging.
+    return logging.INFO if attempt == 0 else logging.DEBUG
 
 
 async def activate_bearer(modem: Modem, seconds: float) -> str:
