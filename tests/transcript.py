@@ -100,6 +100,20 @@ def replay(path: Path, *, bytewise: bool) -> list[str]:
     return events
 
 
+def answers(path: Path) -> dict[str, list[bytes]]:
+    """What the module printed after each host command, in order, per command."""
+    replies: dict[str, list[bytes]] = {}
+    command: str | None = None
+    for kind, data in _grouped(steps(path)):
+        if kind == "host":
+            text = data.decode("latin-1")
+            command = text if text.upper().startswith("AT") else None
+        elif command is not None:
+            replies.setdefault(command, []).append(data)
+            command = None
+    return replies
+
+
 def _grouped(all_steps: list[Step]) -> Iterator[tuple[str, bytes]]:
     modem = b""
     for step in all_steps:
