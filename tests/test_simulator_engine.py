@@ -188,3 +188,24 @@ async def test_garbage_lines_always_get_a_final_result(
             reply += await client.read_until(b"\r\n", seconds=5)
         await client.read_quiet(0.005)
     assert await client.command("AT") == b"\r\nOK\r\n"
+
+
+async def test_host_closing_and_reopening_the_port(
+    sim: SimulatedModem, client: RawClient
+) -> None:
+    await client.command("ATE0")
+    client.close()
+    await asyncio.sleep(0.02)
+    again = RawClient(sim.path)
+    try:
+        assert await again.command("AT") == b"\r\nOK\r\n"
+    finally:
+        again.close()
+
+
+async def test_unknown_commands_are_logged(
+    client: RawClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    await client.command("ATE0")
+    assert await client.command("AT+NOSUCH=1", b"ERROR\r\n") == b"\r\nERROR\r\n"
+    assert any("unknown command +NOSUCH=1" in r.getMessage() for r in caplog.records)
