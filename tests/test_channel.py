@@ -243,3 +243,49 @@ async def test_every_byte_is_logged_at_wire_level_and_into_the_transcript(
     lines = transcript.read_text().splitlines()
     assert lines[0].endswith(" > AT+CSQ\\r")
     assert lines[-1].endswith(" < OK\\r\\n")
+
+
+async def test_concurrent_commands_go_out_one_at_a_time(
+    peer: ScriptedPeer, channel: ATChannel
+) -> None:
+    order: list[str] = []
+
+    def answer_signal_later(command: str) -> bytes:
+        def answer() -> None:
+            order.append("AT+CSQ answered")
+            peer.push(b"\r\n+CSQ: 19,99\r\n\r\nOK\r\n")
+
+        asyncio.get_running_loop().call_later(0.05, answer)
+        return b""
+
+    def answer_registration(command: str) -> bytes:
+        order.append("AT+CREG? received")
+        return b"\r\n+CREG: 0,1\r\n\r\nOK\r\n"
+
+    peer.on("AT+CSQ", answer_signal_later)
+    peer.on("AT+CREG?", answer_registration)
+
+    signal, registration = await asyncio.gather(
+        channel.command("AT+CSQ", seconds=2), channel.command("AT+CREG?", seconds=2)
+    )
+
+    assert (signal.info, registration.info) == (("+CSQ: 19,99",), ("+CREG: 0,1",))
+    assert order == ["AT+CSQ answered", "AT+CREG? received"]
+
+
+async def test_a_failing_subscriber_does_not_stop_the_others(
+    peer: ScriptedPeer, channel: ATChannel, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(event: Urc | Payload) -> None:
+        raise RuntimeError("subscriber bug")
+
+    seen: list[Urc | Payload] = []
+    channel.subscribe(broken)
+    channel.subscribe(seen.append)
+    peer.on("AT", b"\r\nOK\r\n")
+
+    peer.push(b"\r\n+CGREG: 1\r\n")
+    await channel.command("AT", seconds=2)
+
+    assert seen == [Urc("+CGREG: 1")]
+    assert "URC subscriber failed" in caplog.text
