@@ -75,6 +75,8 @@ class WireLog:
 
     def received(self, data: bytes) -> None:
         """Record bytes the module printed, one record per line."""
+        if self._file is None and not log.isEnabledFor(WIRE):
+            return
         held = self._held + data
         end = held.rfind(b"\n") + 1
         if len(held) - end > MAX_HELD:
