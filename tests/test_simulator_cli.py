@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,6 +23,13 @@ def exchange(port: serial.Serial, line: bytes, until: bytes) -> bytes:
     """Write ``line`` and read until ``until`` (blocking, with the port's timeout)."""
     port.write(line)
     return port.read_until(until)
+
+
+def wait_until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 5
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
 
 
 def test_durations() -> None:
@@ -95,3 +105,33 @@ def test_bad_flag_values_are_usage_errors() -> None:
     )
     assert result.returncode == 2
     assert "IMEI" in result.stderr
+
+
+def test_control_socket_reboots_the_module(tmp_path: Path) -> None:
+    link, control = tmp_path / "ttySIM1", tmp_path / "sim.ctl"
+    process = subprocess.Popen(
+        [*COMMAND, "--link", str(link), "--control", str(control)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == f"{link}\n"
+        with serial.Serial(str(link), 115200, timeout=3) as port:
+            assert exchange(port, b"ATE0\r", b"OK\r\n").endswith(b"ATE0\r\r\nOK\r\n")
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(5)
+            sock.connect(str(control))
+            sock.sendall(b"reboot 0.3\n")
+            assert sock.recv(100) == b"ok\n"
+        wait_until(lambda: not link.exists())
+        wait_until(link.exists)
+        with serial.Serial(str(link), 115200, timeout=3) as port:
+            assert exchange(port, b"AT\r", b"OK\r\n").endswith(b"AT\r\r\nOK\r\n")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert not control.exists()

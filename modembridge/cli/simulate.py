@@ -2,7 +2,8 @@
 
 The first line on standard output is the device path to open; the module runs until
 SIGINT or SIGTERM. While it runs, SIGUSR1 makes the network drop the data bearer and
-SIGUSR2 reboots the module (its tty vanishes and comes back).
+SIGUSR2 reboots the module (its tty vanishes and comes back); ``--control PATH``
+takes any fault as a line on a Unix socket.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import click
 
 from modembridge.cli.options import configure_logging, verbose_option
 from modembridge.simulator import SimConfig, SimulatedModem
+from modembridge.simulator.control import ControlSocket
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}
@@ -86,6 +88,12 @@ DURATION = Duration()
 )
 @click.option("--imei", default=None, help="The IMEI to report.")
 @click.option(
+    "--control",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Accept fault commands on this Unix socket (see docs/simulator.md).",
+)
+@click.option(
     "--signal-level",
     type=click.IntRange(0, 31),
     default=20,
@@ -106,6 +114,7 @@ def simulate(
     no_signal: bool,
     registration_delay: float,
     imei: str | None,
+    control: str | None,
     signal_level: int,
     verbose: int,
 ) -> None:
@@ -126,13 +135,16 @@ def simulate(
         imei=imei,
         signal=signal_level,
     )
-    asyncio.run(_serve(config))
+    asyncio.run(_serve(config, control))
 
 
-async def _serve(config: SimConfig) -> None:
+async def _serve(config: SimConfig, control_path: str | None) -> None:
     """Run the module until SIGINT or SIGTERM."""
     sim = SimulatedModem(config)
     await sim.start()
+    control = ControlSocket(sim, control_path) if control_path else None
+    if control is not None:
+        await control.start()
     sys.stdout.write(sim.path + "\n")
     sys.stdout.flush()
 
@@ -145,6 +157,8 @@ async def _serve(config: SimConfig) -> None:
     try:
         await stopping.wait()
     finally:
+        if control is not None:
+            await control.stop()
         await sim.stop()
 
 
