@@ -398,9 +398,11 @@ class Agent:
                 f"card {card}: online via {detail} (protocol {self.version}, "
                 f"{took:.1f} s)"
             )
-        elif state in (LinkState.RECOVERING, LinkState.WAITING_FOR_PORT):
-            if self.supervisor.failures <= 1:
-                self._status(f"card {card}: {state.value}: {detail}")
+        elif state is LinkState.WAITING_FOR_PORT:
+            self._status(f"card {card}: {state.value}: {detail}")
+        elif state is LinkState.RECOVERING and self.supervisor.failures <= 1:
+            # Only the first failure of a cycle: the repeats are in the debug log.
+            self._status(f"card {card}: {state.value}: {detail}")
             self._started = time.monotonic()
 
 

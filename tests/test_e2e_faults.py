@@ -142,3 +142,51 @@ async def test_the_module_is_usable_by_the_next_run(
     finally:
         await relay.close()
     assert free_port()  # nothing left bound
+
+
+async def test_a_long_outage_climbs_to_a_module_reset_and_comes_back(
+    modules: dict[str, SimulatedModem],
+) -> None:
+    port = free_port()
+    card = await Process.start(
+        "card A",
+        *MODEMBRIDGE,
+        "attach",
+        modules["A"].path,
+        "--card",
+        "A",
+        "--to",
+        "A",
+        "--server",
+        f"127.0.0.1:{port}",
+        "--backoff",
+        "0.05",
+        "--backoff-max",
+        "0.2",
+        "-vv",
+        stdin=True,
+    )
+    relay = RelayServer(RelayConfig(host="127.0.0.1", port=port, heartbeat=0.5))
+    try:
+        # No relay: every socket open is refused, so the ladder climbs.
+        await card.wait_for(lambda: card.count("next: reset_module") >= 1, "a reset")
+        await card.wait_for(lambda: card.count("waiting for the port") >= 1, "port")
+        await relay.start()
+        await card.wait_for(lambda: card.count("online via") == 1, "online")
+        card.write("after the climb")
+        await card.wait_for(lambda: card.out == ["A: after the climb"], "delivery")
+        remedies = [
+            line.rsplit("next: ", 1)[1] for line in card.err if "next: " in line
+        ]
+        assert remedies[:7] == [
+            "reopen_socket",
+            "reopen_socket",
+            "reactivate_bearer",
+            "reactivate_bearer",
+            "cycle_radio",
+            "cycle_radio",
+            "reset_module",
+        ]
+    finally:
+        await card.stop()
+        await relay.close()
