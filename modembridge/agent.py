@@ -117,7 +117,7 @@ def format_delivery(sender: str | None, data: bytes, json_output: bool) -> str:
         try:
             record["message"] = data.decode()
         except UnicodeDecodeError:
-            record["data"] = base64.b64encode(data).decode()
+            record["message_b64"] = base64.b64encode(data).decode()
         return json.dumps(record, ensure_ascii=False)
     text = data.decode(errors="backslashreplace").rstrip("\r\n")
     return text if sender is None else f"{sender}: {text}"

@@ -107,7 +107,7 @@ def test_deliveries_print_their_sender_or_json() -> None:
     assert format_delivery(None, b"hi", json_output=False) == "hi"
     assert json.loads(format_delivery("A", b"\xff", json_output=True)) == {
         "from": "A",
-        "data": "/w==",
+        "message_b64": "/w==",
     }
 
 
