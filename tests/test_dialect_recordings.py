@@ -48,7 +48,7 @@ async def test_sim7600_bring_up_with_recorded_sim_busy_and_registration(
     peer.on("AT+CREG?", b"\r\n+CREG: 0,2\r\n" + OK)
     peer.on("AT+CEREG?", b"\r\n+CEREG: 0,2\r\n" + OK)
     # The second recorded +CPIN: READY has no OK: that query must time out.
-    modem = Sim7600(await ATChannel.open(peer.path), timeouts={"sim": 0.3})
+    modem = Sim7600(await ATChannel.open(peer.path), timeouts={"sim": 0.5})
 
     try:
         report = await bring_up(modem, "internet")
