@@ -11,7 +11,9 @@ the card its ``NAME: `` prefix names. A delivery is printed as ``SENDER: text`` 
 the relay speaks version 2 (which names the sender) and as the bare text on a version 1
 relay; ``--json`` prints one JSON object a delivery instead. A message the agent could
 not deliver is reported on standard error and, on the TCP endpoint, to the program
-that handed it over as a line starting with ``!``.
+that handed it over as a line starting with ``!``. On the TCP endpoint every connected
+program gets every delivery; while none is connected, the last deliveries are kept
+for the next one.
 
 Missing heartbeats count as a dead socket: the relay sends one every interval, so a
 silence longer than ``silence_limit`` (by default two and a half intervals, as the
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import contextlib
 import json
 import logging
@@ -74,6 +77,10 @@ STAGE_WORDS = {
 }
 DEFAULT_HEARTBEAT = 30.0
 """The relay's heartbeat interval when it does not announce one (version 1)."""
+HELD_LINES = 1000
+"""Deliveries kept for the next local program while none is connected."""
+CLIENT_BACKLOG = 1024 * 1024
+"""Bytes a local program may leave unread before it is disconnected."""
 MAX_LINE = 64 * 1024
 """Longest line an endpoint accepts: the relay's request bound."""
 
@@ -163,6 +170,9 @@ class Agent:
         self._started = time.monotonic()
         self._last_sent = 0.0
         self._clients: set[asyncio.StreamWriter] = set()
+        self._held_for_clients: collections.deque[str] = collections.deque(
+            maxlen=HELD_LINES
+        )
         self._server: asyncio.Server | None = None
         self.listening: tuple[str, int] | None = None
         self.online = asyncio.Event()
@@ -336,8 +346,29 @@ class Agent:
             self.stdout.write(line + "\n")
             self.stdout.flush()
             return
+        if not self._clients:
+            self._held_for_clients.append(line)
+            if len(self._held_for_clients) == self._held_for_clients.maxlen:
+                _LOGGER.warning(
+                    "card[%s]: no local program connected; holding the last %d lines",
+                    self.config.card,
+                    len(self._held_for_clients),
+                )
+            return
         for writer in list(self._clients):
-            writer.write(line.encode() + b"\n")
+            self._write_to_client(writer, line)
+
+    def _write_to_client(self, writer: asyncio.StreamWriter, line: str) -> None:
+        """Write a line to a local program, dropping one that stopped reading."""
+        if writer.transport.get_write_buffer_size() > CLIENT_BACKLOG:
+            _LOGGER.warning(
+                "card[%s]: local program stopped reading; disconnecting it",
+                self.config.card,
+            )
+            self._clients.discard(writer)
+            writer.close()
+            return
+        writer.write(line.encode() + b"\n")
 
     def hand_over(self, line: str, origin: object = None) -> None:
         """Take one input line for the relay, or report why it cannot go."""
@@ -379,6 +410,8 @@ class Agent:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         self._clients.add(writer)
+        while self._held_for_clients:
+            self._write_to_client(writer, self._held_for_clients.popleft())
         try:
             async for line in _lines(reader):
                 self.hand_over(line, writer)

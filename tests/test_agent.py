@@ -151,6 +151,27 @@ async def test_listen_bridges_local_programs(
     await b.finish()
 
 
+async def test_deliveries_wait_for_the_first_local_program(
+    tmp_path: Path, relay: RelayServer
+) -> None:
+    a = await Card(tmp_path, relay, "A", listen=("127.0.0.1", 0)).start()
+    b = await Card(tmp_path, relay, "B").start()
+    b.type("A: early 1", "A: early 2")
+    async with asyncio.timeout(5):
+        while len(a.agent._held_for_clients) < 2:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    assert a.agent.listening is not None
+
+    reader, writer = await asyncio.open_connection(*a.agent.listening)
+
+    lines = [await asyncio.wait_for(reader.readline(), 5) for _ in range(2)]
+    assert lines == [b"B: early 1\n", b"B: early 2\n"]
+    writer.close()
+    a.agent.stop()
+    await asyncio.wait_for(a.task, 10)  # type: ignore[arg-type]
+    await b.finish()
+
+
 async def test_undeliverable_messages_are_reported_to_whoever_handed_them(
     tmp_path: Path, relay: RelayServer
 ) -> None:
