@@ -15,7 +15,6 @@ that opens the port after that simply misses them, as it does over USB.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -141,12 +140,12 @@ class SimulatedModem:
 
     async def stop(self) -> None:
         """Power off for good and remove the terminal."""
-        self._power_down()
-        for task in (self._power_task,):
-            if task is not None and task is not asyncio.current_task():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        stopped = self._power_down()
+        power_task = self._power_task
+        if power_task is not None and power_task is not asyncio.current_task():
+            power_task.cancel()
+            stopped.append(power_task)
+        await asyncio.gather(*stopped, return_exceptions=True)
         await self._transmitter.stop()
 
     def _power_up(self) -> None:
@@ -169,16 +168,19 @@ class SimulatedModem:
         self._engine.name = self._transmitter.name = name
         self.personality.module.name = name
 
-    def _power_down(self) -> None:
+    def _power_down(self) -> list[asyncio.Task[None]]:
+        """Cut the power: every task of the module is cancelled and returned."""
+        stopped = self.personality.shutdown()
         for task in (self._loop_task, self._boot_task):
             if task is not None and task is not asyncio.current_task():
                 task.cancel()
+                stopped.append(task)
         self._loop_task = self._boot_task = None
-        self.personality.shutdown()
         self._radio.cancel_timers()
         self._transmitter.discard()
         self._engine.reset()
         self._terminal.close()
+        return stopped
 
     async def _boot(self) -> None:
         await asyncio.sleep(self.config.boot_time)
@@ -218,7 +220,7 @@ class SimulatedModem:
         """Restart the module: the tty vanishes, comes back, boot URCs, echo on."""
         seconds = self.config.reboot_downtime if downtime is None else downtime
         logger.info("modem[%s]: rebooting, down for %.1f s", self.path, seconds)
-        self._power_down()
+        await asyncio.gather(*self._power_down(), return_exceptions=True)
         await asyncio.sleep(seconds)
         self.personality = self._new_personality()
         self._power_up()

@@ -194,11 +194,13 @@ class Personality:
         """Wait until the running command's final result is on the wire."""
         await self.module.engine.wait_idle()
 
-    def shutdown(self) -> None:
-        """The module lost power: cancel background work and drop all sockets."""
-        for task in list(self._tasks):
+    def shutdown(self) -> list[asyncio.Task[None]]:
+        """The module lost power: cancel background work, drop all sockets."""
+        tasks = [t for t in self._tasks if t is not asyncio.current_task()]
+        for task in tasks:
             task.cancel()
         self.drop_sockets()
+        return tasks
 
     def drop_sockets(self) -> None:
         """Close every connection without telling the host."""
