@@ -5,13 +5,14 @@ card it does not hold, it asks the cluster. All subjects start with a prefix
 (``relay`` by default):
 
 ``relay.card.<name>``
-    The node holding card ``<name>`` subscribes to it. A send to a card held
-    elsewhere is a NATS request there. The holder writes the message to the card's
-    socket first and only then answers ``+``, so an acknowledgement never lies; it
-    answers ``-`` when it holds the card but the write failed, and stays silent when
-    it no longer holds it (a newer holder may answer). No subscriber (NATS says so at
-    once) or no answer within the request timeout means the card is not connected.
-    The same subject answers presence probes with the holder's node name.
+    The node holding card ``<name>`` subscribes to it. Sends to a card held
+    elsewhere are a NATS request there, carrying the sender's name and one or more
+    messages in order. The holder writes them to the card's socket first and only
+    then answers, one byte a message: ``+`` written, ``-`` not (it holds the card
+    but the write failed). So an acknowledgement never lies. It stays silent when
+    it no longer holds the card (a newer holder may answer). No subscriber (NATS
+    says so at once) or no answer within the request timeout means the card is not
+    connected. The same subject answers presence probes with the holder's name.
 
 ``relay.event.online`` / ``relay.event.offline``
     A node announces each card that connects to it, with the wall-clock time of the
@@ -45,7 +46,7 @@ import re
 import struct
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -74,7 +75,8 @@ _SEND, _PROBE = b"S", b"P"
 _DELIVERED, _FAILED = b"+", b"-"
 _BINARY = 1
 _NO_SENDER = 0xFFFFFFFF
-_HEADER = struct.Struct("!cBI")
+_SENDER = struct.Struct("!cI")
+_MESSAGE = struct.Struct("!BI")
 _SAFE_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 _MAX_TOKEN = 200
 _EVENT_TEXT = {
@@ -84,12 +86,17 @@ _EVENT_TEXT = {
 }
 
 
+#: A message's bytes, and whether the card sent it as binary.
+Message = tuple[bytes, bool]
+
+
 class Delivery(enum.Enum):
     """How a cross-node send ended."""
 
     DELIVERED = "delivered"
     NOT_CONNECTED = "not connected"
     UNAVAILABLE = "cluster unavailable"
+    TOO_LARGE = "too large for the cluster"
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,20 +222,31 @@ class Backplane:
         self, target: str, sender: str | None, payload: bytes, binary: bool = False
     ) -> Delivery:
         """Deliver to ``target`` on whichever node holds it, and say how it went."""
+        return (await self.send_many(target, sender, [(payload, binary)]))[0]
+
+    async def send_many(
+        self, target: str, sender: str | None, messages: Sequence[Message]
+    ) -> list[Delivery]:
+        """Deliver ``messages`` in order to ``target``, in one request; each outcome."""
         started = time.perf_counter()
-        if self._nc is None or not self._nc.is_connected:
-            delivery, result = Delivery.UNAVAILABLE, "unavailable"
+        frame = _send_frame(sender, messages)
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            deliveries, result = [Delivery.UNAVAILABLE] * len(messages), "unavailable"
+        elif len(frame) > nc.max_payload:
+            deliveries, result = [Delivery.TOO_LARGE] * len(messages), "too_large"
         else:
-            frame = _send_frame(sender, payload, binary)
-            delivery, result = await self._request_delivery(self._nc, target, frame)
+            deliveries, result = await self._request_delivery(
+                nc, target, frame, len(messages)
+            )
         if self._metrics is not None:
             self._metrics.cluster_request(result, time.perf_counter() - started)
-        return delivery
+        return deliveries
 
     async def _request_delivery(
-        self, nc: Client, target: str, frame: bytes
-    ) -> tuple[Delivery, str]:
-        """Ask the holder of ``target`` to deliver ``frame``: outcome and label."""
+        self, nc: Client, target: str, frame: bytes, count: int
+    ) -> tuple[list[Delivery], str]:
+        """Ask the holder of ``target`` to deliver ``frame``: outcomes and label."""
         from nats import errors  # noqa: PLC0415 - the client loads only in a cluster
 
         try:
@@ -236,26 +254,28 @@ class Backplane:
                 self._card_subject(target), frame, timeout=self.config.request_timeout
             )
         except errors.NoRespondersError:
-            return Delivery.NOT_CONNECTED, "no_responders"
+            return [Delivery.NOT_CONNECTED] * count, "no_responders"
         except errors.TimeoutError:
             if not nc.is_connected:
-                return Delivery.UNAVAILABLE, "unavailable"
+                return [Delivery.UNAVAILABLE] * count, "unavailable"
             logger.debug("card[%s]: its node did not answer in time", target)
-            return Delivery.NOT_CONNECTED, "timeout"
+            return [Delivery.NOT_CONNECTED] * count, "timeout"
         except errors.Error as error:
             logger.debug("card[%s]: cross-node send failed: %r", target, error)
-            return Delivery.UNAVAILABLE, "unavailable"
-        if reply.data == _DELIVERED:
-            return Delivery.DELIVERED, "delivered"
-        return Delivery.NOT_CONNECTED, "refused"
+            return [Delivery.UNAVAILABLE] * count, "unavailable"
+        outcomes = _parse_outcomes(reply.data, count)
+        if outcomes is None:
+            return [Delivery.NOT_CONNECTED] * count, "refused"
+        return outcomes, "delivered"
 
     async def answer_sends(self, connection: Sender, first: Send) -> bytes:
         """Route ``first`` and the sends queued right behind it; their replies.
 
         The connection's requests wait while a send crosses to another node. The
-        sends already waiting behind it go out together, in order, so a card that
-        pipelines gets one round trip a batch, not one a message; the replies come
-        back in the order of the requests.
+        sends already waiting behind it go too: those for one target travel in one
+        request, in order, and targets on other nodes are asked at the same time.
+        So a card that pipelines pays one round trip a batch, not one a message,
+        and reads its replies in the order of its requests.
         """
         waiting = connection.deferred or []
         count = 0
@@ -266,29 +286,59 @@ class Backplane:
         batch = [first, *waiting[:count]]
         del waiting[:count]
 
-        routed = await asyncio.gather(
-            *(self._route(connection.name, send) for send in batch)
-        )
+        routed = await self._route(connection.name, batch)
         return b"".join(
             _send_reply(connection.proto, send, delivery)
             for send, delivery in zip(batch, routed, strict=True)
         )
 
-    async def _route(self, sender: str | None, send: Send) -> Delivery:
-        """Deliver here if the target is here by now, else through the cluster."""
-        metrics = self._metrics
-        if self._cards.deliver(send.to, sender, send.payload, send.binary):
-            if metrics is not None:
-                metrics.message_relayed(len(send.payload))
-            return Delivery.DELIVERED
-
-        delivery = await self.send(send.to, sender, send.payload, send.binary)
-        if metrics is not None:
-            if delivery is Delivery.DELIVERED:
-                metrics.message_relayed(len(send.payload), "cluster")
+    async def _route(self, sender: str | None, batch: list[Send]) -> list[Delivery]:
+        """Deliver here what is for cards here by now, the rest through the cluster."""
+        routed: list[Delivery] = [Delivery.NOT_CONNECTED] * len(batch)
+        elsewhere: dict[str, list[int]] = {}
+        for index, send in enumerate(batch):
+            # Once a target went to the cluster, its later messages follow it there.
+            if send.to not in elsewhere and self._cards.deliver(
+                send.to, sender, send.payload, send.binary
+            ):
+                routed[index] = Delivery.DELIVERED
+                self._count(send, Delivery.DELIVERED, "local")
             else:
-                metrics.error(delivery.value.replace(" ", "_"))
-        return delivery
+                elsewhere.setdefault(send.to, []).append(index)
+
+        await asyncio.gather(
+            *(
+                self._route_elsewhere(target, sender, batch, indices, routed)
+                for target, indices in elsewhere.items()
+            )
+        )
+        return routed
+
+    async def _route_elsewhere(
+        self,
+        target: str,
+        sender: str | None,
+        batch: list[Send],
+        indices: list[int],
+        routed: list[Delivery],
+    ) -> None:
+        """Send ``batch[indices]`` to ``target``'s node, in requests NATS accepts."""
+        limit = self._nc.max_payload // 2 if self._nc is not None else 1
+        for chunk in _chunks(batch, indices, limit):
+            messages = [(batch[index].payload, batch[index].binary) for index in chunk]
+            deliveries = await self.send_many(target, sender, messages)
+            for index, delivery in zip(chunk, deliveries, strict=True):
+                routed[index] = delivery
+                self._count(batch[index], delivery, "cluster")
+
+    def _count(self, send: Send, delivery: Delivery, route: str) -> None:
+        metrics = self._metrics
+        if metrics is None:
+            return
+        if delivery is Delivery.DELIVERED:
+            metrics.message_relayed(len(send.payload), route)
+        else:
+            metrics.error(delivery.value.replace(" ", "_"))
 
     async def probe(self, names: Sequence[str]) -> dict[str, str | None]:
         """The node holding each of ``names``, or ``None``; raises when cut off."""
@@ -434,9 +484,12 @@ class Backplane:
             )
             await self._respond(msg, _FAILED)
             return
-        sender, payload, binary = frame
-        delivered = self._cards.deliver(name, sender, payload, binary)
-        await self._respond(msg, _DELIVERED if delivered else _FAILED)
+        sender, messages = frame
+        outcomes = bytearray()
+        for payload, binary in messages:
+            delivered = self._cards.deliver(name, sender, payload, binary)
+            outcomes += _DELIVERED if delivered else _FAILED
+        await self._respond(msg, bytes(outcomes))
 
     async def _respond(self, msg: Msg, data: bytes) -> None:
         nc = self._nc
@@ -566,32 +619,78 @@ def _send_reply(proto: int, send: Send, delivery: Delivery) -> bytes:
     return replies.error(delivery.value, send.id, to=send.to)
 
 
-def _send_frame(sender: str | None, payload: bytes, binary: bool) -> bytes:
-    flags = _BINARY if binary else 0
-    if sender is None:
-        return _HEADER.pack(_SEND, flags, _NO_SENDER) + payload
-    name = sender.encode("utf-8", "surrogatepass")
-    return _HEADER.pack(_SEND, flags, len(name)) + name + payload
+def _send_frame(sender: str | None, messages: Sequence[Message]) -> bytes:
+    """A send request: the sender's name, then each message with its flags."""
+    name = b"" if sender is None else sender.encode("utf-8", "surrogatepass")
+    parts = [_SENDER.pack(_SEND, _NO_SENDER if sender is None else len(name)), name]
+    for payload, binary in messages:
+        parts.append(_MESSAGE.pack(_BINARY if binary else 0, len(payload)))
+        parts.append(payload)
+    return b"".join(parts)
 
 
-def _parse_send_frame(data: bytes) -> tuple[str | None, bytes, bool] | None:
-    """Sender, payload and binary flag of a send frame; ``None`` if malformed."""
-    if len(data) < _HEADER.size:
+def _parse_send_frame(data: bytes) -> tuple[str | None, list[Message]] | None:
+    """Sender and messages of a send request; ``None`` if it is malformed."""
+    head = _parse_sender(data)
+    if head is None:
         return None
-    kind, flags, size = _HEADER.unpack_from(data)
+    sender, offset = head
+    messages: list[Message] = []
+    while offset < len(data):
+        if offset + _MESSAGE.size > len(data):
+            return None
+        flags, length = _MESSAGE.unpack_from(data, offset)
+        offset += _MESSAGE.size
+        messages.append((data[offset : offset + length], bool(flags & _BINARY)))
+        offset += length
+    if not messages or offset != len(data):
+        return None
+    return sender, messages
+
+
+def _parse_sender(data: bytes) -> tuple[str | None, int] | None:
+    """The sender of a send request and where its messages start."""
+    if len(data) < _SENDER.size:
+        return None
+    kind, size = _SENDER.unpack_from(data)
+    offset = _SENDER.size
     if kind != _SEND:
         return None
-    start = _HEADER.size
-    binary = bool(flags & _BINARY)
     if size == _NO_SENDER:
-        return None, data[start:], binary
-    if start + size > len(data):
+        return None, offset
+    if offset + size > len(data):
         return None
     try:
-        sender = data[start : start + size].decode("utf-8", "surrogatepass")
+        return data[offset : offset + size].decode(
+            "utf-8", "surrogatepass"
+        ), offset + size
     except UnicodeDecodeError:
         return None
-    return sender, data[start + size :], binary
+
+
+def _parse_outcomes(data: bytes, count: int) -> list[Delivery] | None:
+    """One outcome a message from the holder's reply; ``None`` if it is not one."""
+    if len(data) != count or data.strip(_DELIVERED + _FAILED):
+        return None
+    return [
+        Delivery.DELIVERED if byte == _DELIVERED[0] else Delivery.NOT_CONNECTED
+        for byte in data
+    ]
+
+
+def _chunks(batch: list[Send], indices: list[int], limit: int) -> Iterator[list[int]]:
+    """``indices`` in order, grouped so that each group's payloads stay in ``limit``."""
+    chunk: list[int] = []
+    size = 0
+    for index in indices:
+        payload = len(batch[index].payload)
+        if chunk and size + payload > limit:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(index)
+        size += payload
+    if chunk:
+        yield chunk
 
 
 def _parse_event(kind: str, data: bytes) -> dict[str, Any] | None:

@@ -155,6 +155,33 @@ async def test_the_ack_is_no_when_the_holder_could_not_write(nodes: list[Node]) 
     assert await one.backplane.send("B", "A", b"hi") is Delivery.NOT_CONNECTED
 
 
+async def test_many_messages_cross_in_one_request_in_order(
+    nodes: list[Node],
+) -> None:
+    one, two = nodes
+    two.connect("B")
+    await reachable(one, "B", "relay-2")
+    messages = [(f"m{index}".encode(), index % 2 == 0) for index in range(100)]
+
+    deliveries = await one.backplane.send_many("B", "A", messages)
+
+    assert deliveries == [Delivery.DELIVERED] * 100
+    assert two.received["B"] == [("A", body, binary) for body, binary in messages]
+
+
+async def test_a_message_too_large_for_nats_is_refused_before_sending(
+    nodes: list[Node],
+) -> None:
+    one, two = nodes
+    two.connect("B")
+    await reachable(one, "B", "relay-2")
+
+    huge = b"x" * (2 * 1024 * 1024)
+
+    assert await one.backplane.send("B", "A", huge) is Delivery.TOO_LARGE
+    assert "B" not in two.received
+
+
 async def test_a_card_nobody_holds_is_not_connected_at_once(nodes: list[Node]) -> None:
     one, _ = nodes
     started = time.monotonic()
