@@ -49,6 +49,9 @@ _OPEN_ERRORS = {
     OpenFailure.TIMEOUT: 10,
 }
 
+# What the read form of a stored-only setting shows before the host set it.
+_SETTING_DEFAULTS = {"+CSOCKSETPN": "1", "+CGSOCKCONT": "1,IP,", "+CIPSENDMODE": "0"}
+
 # Peer-closed reason of +IPCLOSE.
 _CLOSED_BY_REMOTE = 1
 
@@ -126,7 +129,7 @@ class Sim7600(Personality):
             self.settings[command.name] = ",".join(command.args)
             return Reply()
         if command.form is Form.READ:
-            value = self.settings.get(command.name, "1")
+            value = self.settings.get(command.name, _SETTING_DEFAULTS[command.name])
             return Reply([f"{command.name}: {value}"])
         return Reply()
 
