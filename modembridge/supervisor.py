@@ -11,7 +11,9 @@ A failure starts at the rung its cause calls for (a dead socket or missing heart
 at the first, a lost bearer or a rebooted module at the second) and climbs one rung
 after ``attempts_per_remedy`` failures at the same rung. A port that vanished (a USB
 reset re-enumerates it) is waited for at the same path, then opened again and the
-module brought up. Attempts are spaced by an exponential backoff; the first failure of
+module brought up; a ``/dev/ttyUSBn`` that the udev rules also name is waited for
+under its stable name, since a re-enumerated module may come back as another
+``ttyUSB``. Attempts are spaced by an exponential backoff; the first failure of
 a cycle is logged at WARNING, the repeats at DEBUG.
 """
 
@@ -25,7 +27,10 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+from modembridge import udev
+from modembridge.discovery import find_module_ports
 from modembridge.errors import BearerError, ModemError, PortVanished, RelayRefused
 from modembridge.modem import EventKind, Modem, ModemEvent
 from modembridge.pipe import BytePipe
@@ -135,10 +140,12 @@ class Supervisor:
         self._rung_failures = 0
         self._cycle_started = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
+        self.watched = port
 
     async def start(self) -> Modem:
         """Open the port and bring the module up; errors here are the caller's."""
         self._set_state(LinkState.STARTING, self.port)
+        self.watched = stable_path(self.port)
         modem = await self._open(self.port)
         await self._bring_up(modem)
         return modem
@@ -280,13 +287,14 @@ class Supervisor:
         await self._bring_up(modem)
 
     async def _reopen_port(self) -> None:
-        """Close the port, wait until the same path is back, open it, bring up."""
-        self._set_state(LinkState.WAITING_FOR_PORT, self.port)
+        """Close the port, wait until its name is back, open it, bring up."""
+        self._set_state(LinkState.WAITING_FOR_PORT, self.watched)
         await self._close_modem()
         attempt = 0
         while True:
             attempt += 1
-            if port_present(self.port):
+            if port_present(self.watched):
+                self.port = device_of(self.watched)
                 try:
                     modem = await self._open(self.port)
                 except (ModemError, OSError) as exc:
@@ -301,7 +309,7 @@ class Supervisor:
     async def _port_gone(self, within: float) -> None:
         """Give a resetting module time to take its port away (if it does)."""
         for _ in range(round(within / 0.1)):
-            if not port_present(self.port):
+            if not port_present(self.watched):
                 return
             await asyncio.sleep(0.1)
 
@@ -359,3 +367,27 @@ class Supervisor:
 def port_present(path: str) -> bool:
     """Whether a device node (or the link naming it) exists at ``path`` now."""
     return os.path.exists(path)
+
+
+def stable_path(port: str) -> str:
+    """The name to wait for when ``port`` vanishes: its udev rules' name if it has one.
+
+    A path that is itself a link (a ``--link`` of the simulator, a by-id name) already
+    follows the device and is kept.
+    """
+    if os.path.islink(port):
+        return port
+    device = os.path.realpath(port)
+    for module_port in find_module_ports(with_holders=False):
+        stable = module_port.stable_name
+        if stable is not None and os.path.realpath(module_port.device) == device:
+            _LOGGER.info("modem[%s]: known to udev as %s", Path(port).name, stable)
+            return stable
+    return port
+
+
+def device_of(path: str) -> str:
+    """The device node a udev name points at now; other paths unchanged."""
+    if path.startswith(f"/dev/{udev.LINK_DIR}/"):
+        return os.path.realpath(path)
+    return path

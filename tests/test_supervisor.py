@@ -41,6 +41,8 @@ from modembridge.supervisor import (
     LinkState,
     RecoveryPolicy,
     Supervisor,
+    device_of,
+    stable_path,
 )
 from relayserver.server import RelayConfig, RelayServer
 
@@ -344,3 +346,14 @@ async def test_errors_of_the_start_are_the_callers(tmp_path: Path) -> None:
 
     with pytest.raises(ModemError, match="no answer"):
         await supervisor.start()
+
+
+def test_a_linked_port_is_watched_under_its_own_name(tmp_path: Path) -> None:
+    device = tmp_path / "ttyUSB3"
+    device.touch()
+    link = tmp_path / "at"
+    link.symlink_to(device)
+
+    assert stable_path(str(link)) == str(link)
+    assert stable_path(str(device)) == str(device)  # no udev rules on this host
+    assert device_of(str(link)) == str(link)
