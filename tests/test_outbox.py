@@ -3,6 +3,8 @@
 import asyncio
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from modembridge.outbox import Outbox, OutboxFull, Outgoing
 
@@ -174,3 +176,55 @@ async def test_expire_forever_reports_on_time_with_a_real_clock() -> None:
     expiry.cancel()
     await asyncio.gather(expiry, return_exceptions=True)
     assert reports == ["not sent within 0.05 s"]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["put", "send", "ack", "refuse", "gone", "lost", "tick"]),
+            st.integers(0, 3),
+        ),
+        max_size=60,
+    ),
+    st.integers(1, 3),
+)
+def test_every_message_is_acknowledged_or_reported_exactly_once(
+    operations: list[tuple[str, int]], window: int
+) -> None:
+    outbox, reports, clock = make_outbox(limit=5, patience=5.0, window=window)
+    handed: list[bytes] = []
+    acked: list[bytes] = []
+    in_flight: list[int] = []
+    next_id = 1
+    for operation, n in operations:
+        if operation == "put" and len(outbox) < outbox.limit:
+            handed.append(f"{'BCDE'[n]}{len(handed):03d}".encode())
+            outbox.put("BCDE"[n], handed[-1])
+        elif operation == "send" and (message := outbox.next_ready()) is not None:
+            outbox.sent(message, next_id)
+            in_flight.append(next_id)
+            next_id += 1
+        elif operation in ("ack", "refuse", "gone") and in_flight:
+            request_id = in_flight.pop(n % len(in_flight))
+            if operation == "ack":
+                message = outbox.acked(request_id)
+                assert message is not None
+                acked.append(message.data)
+            else:
+                reason = "not connected" if operation == "refuse" else "wrong format"
+                outbox.refused(request_id, reason)
+        elif operation == "lost":
+            outbox.connection_lost()
+            in_flight.clear()
+        elif operation == "tick":
+            clock.now += n
+            outbox.expire()
+
+    outbox.abandon("stopped")
+
+    reported = [data for data, _ in reports]
+    assert sorted(acked + reported) == sorted(handed)
+    if window == 1:
+        for target in b"BCDE":
+            to_target = [data for data in acked if data[0] == target]
+            assert to_target == sorted(to_target)
