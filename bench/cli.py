@@ -10,7 +10,15 @@ from typing import Any
 
 import click
 
-from bench import at_path, compare, connections, heartbeat, latency, throughput
+from bench import (
+    at_path,
+    compare,
+    connections,
+    heartbeat,
+    latency,
+    profile,
+    throughput,
+)
 from bench.result import Result
 
 SERVER = click.option(
@@ -116,6 +124,28 @@ def at_path_command(
     report(at_path.measure(_with(params, messages=messages, size=size)), json_path)
 
 
+@main.command("profile")
+@click.option(
+    "--messages", default=200_000, show_default=True, help="Messages per sender."
+)
+@click.option("--native", is_flag=True, help="Also sample C frames (slows the relay).")
+@click.option("--top", default=25, show_default=True, help="Functions to list.")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("relay-throughput.txt"),
+    show_default=True,
+    help="Where py-spy writes the collapsed stacks.",
+)
+def profile_command(messages: int, native: bool, top: int, output: Path) -> None:
+    """Profile the relay with py-spy under the throughput workload."""
+    if not profile.py_spy_available():
+        raise click.ClickException("py-spy is not installed: pip install py-spy")
+    found = profile.profile_throughput(messages, output, native=native)
+    for line in found.lines(top):
+        click.echo(line)
+
+
 @main.command("compare")
 @SMOKE
 @JSON_OUT
@@ -136,12 +166,19 @@ def compare_command(
         smoke, workloads or ("throughput", "latency", "connections")
     ):
         click.echo(f"== {name}: {rounds} rounds, relay and mosquitto alternately")
+        click.echo(f"   load average before: {_load_average()}")
         results = compare.alternate(measure, rounds, click.echo)
         for line in compare.table(results):
             click.echo(line)
         everything += results["relay"] + results["mosquitto"]
     if json_path is not None:
         report_json(everything, json_path)
+
+
+def _load_average() -> str:
+    """The machine's 1, 5 and 15 minute load averages: how shared it was."""
+    with open("/proc/loadavg") as loadavg:
+        return " ".join(loadavg.read().split()[:3])
 
 
 def report_json(results: list[Result], json_path: Path) -> None:
