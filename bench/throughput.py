@@ -85,20 +85,21 @@ class Pair:
         self.sent_bytes += written
         self.writable_wait = self.sent_bytes < limit
 
-    def delivered(self, chunk: memoryview, expected: int) -> None:
+    def delivered(self, chunk: memoryview, expected: int, cap: int) -> None:
         """Count bytes that reached the receiver; keep the last delivery's worth."""
         self.delivered_bytes += len(chunk)
         self.tail = (self.tail + chunk[-len(self.last) :])[-len(self.last) :]
-        self.wake_at(expected - self.delivered_bytes)
+        self.wake_at(expected - self.delivered_bytes, cap)
 
-    def wake_at(self, remaining: int) -> None:
-        """Let the kernel wake the receiver only once ``LOW_WATER`` bytes wait.
+    def wake_at(self, remaining: int, cap: int) -> None:
+        """Let the kernel wake the receiver only once some bytes wait.
 
         A server that writes each message on its own (Mosquitto does) would
         otherwise wake the load generator once per message and make it the
-        bottleneck; near the end the mark drops to what is still expected.
+        bottleneck. The mark stays well below what the window lets be in flight
+        (``cap``), and near the end drops to what is still expected.
         """
-        mark = max(1, min(LOW_WATER, remaining))
+        mark = max(1, min(LOW_WATER, cap, remaining))
         if mark != self.low_water:
             self.receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, mark)
             self.low_water = mark
@@ -124,8 +125,9 @@ class Run:
             self.selector.register(pair.receiver, selectors.EVENT_READ, (pair, "data"))
         self.buffer = bytearray(1 << 18)
         self.last_delivery = time.monotonic()
+        self.low_cap = params.window * sizes.delivery // 4
         for pair in pairs:
-            pair.wake_at(params.messages * sizes.delivery)
+            pair.wake_at(params.messages * sizes.delivery, self.low_cap)
 
     def until_done(self) -> float:
         """Pump until all arrived or deliveries stall; the last delivery's time."""
@@ -169,7 +171,7 @@ class Run:
             pair.ack_bytes += count
         else:
             expected = self.params.messages * self.sizes.delivery
-            pair.delivered(memoryview(self.buffer)[:count], expected)
+            pair.delivered(memoryview(self.buffer)[:count], expected, self.low_cap)
             self.last_delivery = time.monotonic()
 
 
