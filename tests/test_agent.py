@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from test_relayclient_session import V1Relay
 from test_supervisor import FAST, LoopbackModem
 
 from modembridge.agent import Agent, AgentConfig, format_delivery, parse_line
@@ -40,6 +41,13 @@ class Screen:
                 self._changed.clear()
                 await self._changed.wait()
         return self.lines
+
+
+class PortOnly:
+    """Stands in for a relay object where only the port matters."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
 
 
 class Card:
@@ -239,3 +247,19 @@ async def test_end_of_input_delivers_what_is_held_then_exits(
         f"A: {n}" for n in range(20)
     ]
     await b.finish()
+
+
+async def test_a_version_1_relay_gets_version_1_by_itself(tmp_path: Path) -> None:
+    relay = V1Relay()
+    port = PortOnly(await relay.start())
+    a = await Card(tmp_path, port, "A", to="B").start()  # type: ignore[arg-type]
+    b = await Card(tmp_path, port, "B").start()  # type: ignore[arg-type]
+
+    a.type("plain text for a deployed card")
+
+    await b.stdout.wait_for(lambda x: "".join(x) == "plain text for a deployed card")
+    assert a.agent.version == 1
+    assert "(protocol 1" in a.status.lines[-1]
+    await a.finish()
+    await b.finish()
+    await relay.close()
