@@ -201,8 +201,8 @@ def skip_reason(item: pytest.Item, bench: BenchConfig) -> str | None:
     hints = [spec.model_hint for spec in bench.modems]
     if models and None not in hints and not set(models) & set(hints):
         return (
-            f"needs a {' or '.join(models)} module: give --modem with one "
-            f"(for instance --modem sim:{models[0]})"
+            f"needs a module of model {' or '.join(models)}: give --modem with "
+            f"one (for instance --modem sim:{models[0]})"
         )
     return None
 

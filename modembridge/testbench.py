@@ -120,7 +120,6 @@ class BenchConfig:
     min_signal_dbm: int = DEFAULT_MIN_SIGNAL_DBM
     soak_seconds: float | None = None
     timeline_dir: Path = Path("hil-timelines")
-    configured: bool = False
 
     @property
     def has_hardware(self) -> bool:

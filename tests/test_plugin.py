@@ -129,7 +129,7 @@ def test_model_missing_from_the_bench_skips(inner: pytest.Pytester) -> None:
     result = inner.runpytest("-rs", "-k", "ec20_only", "--modem", "sim:sim7600")
 
     result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines(["*needs a ec20 module: give --modem*sim:ec20*"])
+    result.stdout.fnmatch_lines(["*needs a module of model ec20: give --modem*"])
 
 
 def test_soak_runs_when_asked(inner: pytest.Pytester) -> None:
