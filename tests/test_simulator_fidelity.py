@@ -4,7 +4,7 @@ For each recording in ``shared/reference/transcripts`` whose commands the simula
 supports, the host's ``>`` lines are sent to a simulated module of the same family
 and what it prints is compared with the recorded ``<`` lines of that exchange:
 
-- line kinds in order (``OK``, ``ERROR``, ``+CME ERROR``, the ``+XXX`` prefix with
+- line kinds in order (``OK``, ``ERROR``, ``+CME ERROR``, the ``+NAME`` prefix with
   its number of fields, ``RECV FROM``, bare text, the prompt), ignoring blank lines
   (most recordings do not show CR LF) and the echo of the command (recordings
   disagree on whether it was the module's echo or the terminal's);
