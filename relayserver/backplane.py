@@ -49,6 +49,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
 
 from relayserver import replies
 from relayserver.presence import ClusterUnavailable, Presence
@@ -69,7 +70,7 @@ SILENT_BEACONS = 3
 # At most this many presence probes in flight at once, per lookup.
 _PROBE_BATCH = 100
 # At most this many of one connection's sends cross to other nodes at once.
-_SEND_BATCH = 256
+_SEND_BATCH = 1024
 
 _SEND, _PROBE = b"S", b"P"
 _DELIVERED, _FAILED = b"+", b"-"
@@ -157,6 +158,8 @@ class Backplane:
         self._nodes: dict[str, float] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._events: Subscription | None = None
+        self._twins: set[str] = set()
+        self._shown_url = shown_url(config.url)
         self._closing = False
 
     @property
@@ -181,7 +184,7 @@ class Backplane:
                 "cluster[%s]: cannot reach NATS at %s yet; routing locally and "
                 "retrying",
                 self.config.node,
-                self.config.url,
+                self._shown_url,
             )
 
     async def close(self) -> None:
@@ -354,7 +357,7 @@ class Backplane:
 
         nc = self._nc
         if nc is None or not nc.is_connected:
-            raise ClusterUnavailable(f"no link to {self.config.url}")
+            raise ClusterUnavailable(f"no link to {self._shown_url}")
         try:
             reply = await nc.request(
                 self._card_subject(name), _PROBE, timeout=self.config.request_timeout
@@ -373,7 +376,7 @@ class Backplane:
 
         # With no limit on attempts the client keeps trying until NATS is up.
         self._nc = await nats.connect(
-            self.config.url,
+            [server.strip() for server in self.config.url.split(",")],
             name=f"relayserver {self.config.node}",
             connect_timeout=max(1, round(self.config.connect_timeout)),
             reconnect_time_wait=max(1, round(self.config.reconnect_wait)),
@@ -387,7 +390,7 @@ class Backplane:
         await self._link_up("joined the cluster at")
 
     async def _link_up(self, how: str) -> None:
-        logger.info("cluster[%s]: %s %s", self.config.node, how, self.config.url)
+        logger.info("cluster[%s]: %s %s", self.config.node, how, self._shown_url)
         if self._metrics is not None:
             self._metrics.cluster_connected(connected=True)
         await self._subscribe_events()
@@ -405,7 +408,7 @@ class Backplane:
         logger.warning(
             "cluster[%s]: lost NATS at %s; cross-node sends fail until it is back",
             self.config.node,
-            self.config.url,
+            self._shown_url,
         )
 
     async def _link_back(self) -> None:
@@ -513,11 +516,13 @@ class Backplane:
             return
         node = event["node"]
         if node == self.config.node:
-            logger.error(
-                "cluster[%s]: another node uses this node's name; give each --node "
-                "a name of its own",
-                node,
-            )
+            if event["instance"] not in self._twins:
+                self._twins.add(event["instance"])
+                logger.error(
+                    "cluster[%s]: another node uses this node's name; give each "
+                    "--node a name of its own",
+                    node,
+                )
             return
         if kind == "online":
             self._online_received(event["name"], node, event["since"])
@@ -591,6 +596,18 @@ class Backplane:
         task = asyncio.create_task(work, name=f"cluster {self.config.node} {what}")
         self._tasks.append(task)
         return task
+
+
+def shown_url(url: str) -> str:
+    """``url`` (one or more, comma-separated) without user names and passwords."""
+    return ",".join(_without_credentials(server.strip()) for server in url.split(","))
+
+
+def _without_credentials(server: str) -> str:
+    parts = urlsplit(server)
+    if "@" not in parts.netloc:
+        return server
+    return parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
 
 
 def subject_token(name: str) -> str:

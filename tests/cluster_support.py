@@ -87,8 +87,9 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 class NatsServer:
     """One nats-server on a fixed loopback port; it may be stopped and restarted."""
 
-    def __init__(self, binary: str, workdir: Path) -> None:
+    def __init__(self, binary: str, workdir: Path, *options: str) -> None:
         self.binary = binary
+        self.options = options
         self.port = free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
         self._log = workdir / "nats-server.log"
@@ -98,7 +99,7 @@ class NatsServer:
         """Start the server and wait until it accepts clients."""
         with self._log.open("ab") as log:
             self._process = subprocess.Popen(
-                [self.binary, "-a", "127.0.0.1", "-p", str(self.port)],
+                [self.binary, "-a", "127.0.0.1", "-p", str(self.port), *self.options],
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

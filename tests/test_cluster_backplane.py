@@ -7,18 +7,20 @@ seam; the relay processes themselves are exercised in ``test_cluster_nodes.py``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import nats
 import pytest
-from cluster_support import NatsServer, require_nats_server
+from cluster_support import NatsServer, free_port, require_nats_server
 
 from relayserver.backplane import (
     Backplane,
     BackplaneConfig,
     Delivery,
+    shown_url,
     subject_token,
 )
 from relayserver.presence import ClusterUnavailable, Presence
@@ -358,3 +360,46 @@ async def _false_when(value: bool) -> bool:
 
 async def _true_when(value: bool) -> bool:
     return value
+
+
+async def test_credentials_in_the_nats_url_work_and_stay_out_of_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = NatsServer(
+        require_nats_server(), tmp_path, "--user", "relay", "--pass", "s3cret"
+    )
+    server.start()
+    url = f"nats://relay:s3cret@127.0.0.1:{server.port}"
+    one, two = Node("relay-1", url), Node("relay-2", url)
+    try:
+        caplog.set_level(logging.DEBUG)
+        await one.backplane.start()
+        await two.backplane.start()
+        two.connect("B")
+        await reachable(one, "B", "relay-2")
+
+        assert await one.backplane.send("B", "A", b"hi") is Delivery.DELIVERED
+        assert "s3cret" not in caplog.text
+        assert f"127.0.0.1:{server.port}" in caplog.text
+    finally:
+        await one.backplane.close()
+        await two.backplane.close()
+        server.stop()
+
+
+async def test_a_list_of_nats_servers_is_tried_in_turn(
+    nats_server: NatsServer,
+) -> None:
+    dead = f"nats://127.0.0.1:{free_port()}"
+    node = Node("listed", f"{dead}, {nats_server.url}")
+    try:
+        await node.backplane.start()
+        await eventually(lambda: _true_when(node.backplane.connected))
+    finally:
+        await node.backplane.close()
+
+
+def test_shown_urls_hide_user_names_and_passwords() -> None:
+    shown = shown_url("nats://relay:pw@10.0.0.5:4222, tls://10.0.0.6:4222")
+
+    assert shown == "nats://10.0.0.5:4222,tls://10.0.0.6:4222"
