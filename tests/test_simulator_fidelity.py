@@ -1,6 +1,6 @@
 """Replaying recordings of real modules into the simulator: same shapes back.
 
-For each recording in ``shared/reference/transcripts`` whose commands the simulator
+For each recording in ``tests/data/transcripts`` whose commands the simulator
 supports, the host's ``>`` lines are sent to a simulated module of the same family
 and what it prints is compared with the recorded ``<`` lines of that exchange:
 
@@ -29,11 +29,9 @@ from simulator_client import EchoServer, RawClient
 from modembridge.simulator import SimConfig, SimulatedModem
 from modembridge.simulator.command import split_arguments
 
-TRANSCRIPTS = Path("/work/shared/reference/transcripts")
+# Copies of the recordings of real modules kept with the tests.
+TRANSCRIPTS = Path(__file__).resolve().parent / "data" / "transcripts"
 
-pytestmark = pytest.mark.skipif(
-    not TRANSCRIPTS.is_dir(), reason="the reference recordings are not on this machine"
-)
 
 Action = Callable[["Replay"], Awaitable[None]]
 

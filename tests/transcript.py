@@ -18,7 +18,8 @@ from modembridge.atreader import (
     Urc,
 )
 
-TRANSCRIPTS = Path("/work/shared/reference/transcripts")
+# Copies of the recordings of real modules kept with the tests.
+TRANSCRIPTS = Path(__file__).resolve().parent / "data" / "transcripts"
 
 # Files that write CR and LF as escapes (INDEX.md); the others add CR LF per line.
 BYTE_EXACT = ("sim7600-03", "ec20-01", "ec2x-02", "ec25-04")
