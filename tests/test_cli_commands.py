@@ -183,3 +183,36 @@ async def test_demo_runs_the_main_job_with_no_hardware() -> None:
     assert code == 0
     assert "card B received  A: hello B, this is A on a SIM7600" in out
     assert out.splitlines()[-1].startswith("4 of 4 messages delivered")
+
+
+async def test_attach_shows_what_it_waits_for_and_for_how_long(
+    relay: RelayServer, tmp_path: Path
+) -> None:
+    slow = SimulatedModem(
+        SimConfig(model="sim7600", sim_busy_seconds=1.5, registration_delay=1.5)
+    )
+    await slow.start()
+    try:
+        code, _, err = await modembridge(
+            "attach",
+            slow.path,
+            "--card",
+            "A",
+            "--token",
+            "s3",
+            "--server",
+            f"127.0.0.1:{relay.port}",
+            "--to",
+            "A",
+            stdin=b"",
+        )
+    finally:
+        await slow.stop()
+
+    lines = err.splitlines()
+    assert code == 0
+    assert "card A: waiting for the SIM (1 s)" in lines
+    assert "card A: waiting for network registration (1 s)" in lines
+    assert lines.index("card A: waiting for the SIM (1 s)") < next(
+        n for n, line in enumerate(lines) if line.startswith("card A: online via")
+    )
