@@ -14,6 +14,7 @@ from bench import (
     at_path,
     compare,
     connections,
+    decoder,
     heartbeat,
     latency,
     profile,
@@ -122,6 +123,14 @@ def at_path_command(
     """A simulated module, the attach agent and a relay: bytes/s end to end."""
     params = at_path.SMOKE if smoke else at_path.FULL
     report(at_path.measure(_with(params, messages=messages, size=size)), json_path)
+
+
+@main.command("decoder")
+@SMOKE
+@JSON_OUT
+def decoder_command(smoke: bool, json_path: Path | None) -> None:
+    """The relay's request decoder alone: ns per request of common shapes."""
+    report([decoder.measure(0.05 if smoke else 1.0)], json_path)
 
 
 @main.command("profile")

@@ -126,7 +126,9 @@ def test_compare_command_runs_in_smoke_form() -> None:
     assert "ratio" in done.stdout
 
 
-@pytest.mark.parametrize("workload", ["throughput", "latency", "connections"])
+@pytest.mark.parametrize(
+    "workload", ["throughput", "latency", "connections", "decoder"]
+)
 def test_workload_command_runs_in_smoke_form(workload: str) -> None:
     command = [sys.executable, "-m", "bench", workload, "--smoke"]
     done = subprocess.run(
