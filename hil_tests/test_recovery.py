@@ -1,8 +1,11 @@
 """Recovery: after each fault the simulator can inject, the card comes back by itself.
 
-Each test exchanges a message, injects the fault, hands the agent a message while the
-link is broken, and then checks that the card registered again, that the message
-arrived exactly once, and that messages pass both ways afterwards.
+A fault that breaks the link (bearer dropped, socket closed by the network, module
+rebooted, powered off, hung): the test exchanges a message, injects the fault, hands
+the agent a message while the link is broken, and checks that the card registered
+again, that the message arrived exactly once, and that messages pass both ways after.
+A disturbance the module rides out (registration or signal lost for a moment, a slow
+serial link that delivers in small pieces): messages pass both ways after it.
 """
 
 import asyncio
@@ -45,12 +48,41 @@ async def hang_until_noticed(simulator: SimulatorHandle, card: AgentCard) -> Non
         await simulator.resume()
 
 
+async def power_cut(simulator: SimulatorHandle, card: AgentCard) -> None:
+    """The module loses power for a second; its port vanishes meanwhile."""
+    await simulator.power_off()
+    await asyncio.sleep(1.0)
+    await simulator.power_on()
+
+
 Fault = Callable[[SimulatorHandle, AgentCard], Awaitable[None]]
 FAULTS: dict[str, Fault] = {
     "bearer-dropped": drop_bearer,
     "socket-closed-by-network": close_socket,
     "module-rebooted": reboot,
+    "module-powered-off": power_cut,
     "module-hung": hang_until_noticed,
+}
+
+
+async def lose_registration(simulator: SimulatorHandle) -> None:
+    """The network drops the registration for two seconds."""
+    await simulator.lose_registration(2.0)
+    await asyncio.sleep(2.5)
+
+
+async def lose_signal(simulator: SimulatorHandle) -> None:
+    """All signal gone for two seconds, then back."""
+    await simulator.set_no_signal(True)
+    await asyncio.sleep(2.0)
+    await simulator.set_no_signal(False)
+
+
+# Disturbances a module rides out without losing its socket (in the simulator; a
+# real network may take the bearer with the registration).
+DISTURBANCES: dict[str, Callable[[SimulatorHandle], Awaitable[None]]] = {
+    "registration-lost": lose_registration,
+    "signal-lost": lose_signal,
 }
 
 
@@ -99,4 +131,41 @@ async def test_card_comes_back_after(  # noqa: PLR0917 (fixtures are arguments)
         b"handed over during the fault"
     )
     await exchange(modem_card, tcp_card, "after")
+    assert await simulator.violations() == []
+
+
+@pytest.mark.parametrize("disturbance", DISTURBANCES)
+async def test_messages_pass_after(
+    disturbance: str,
+    modem_card: AgentCard,
+    tcp_card: BenchCard,
+    simulator: SimulatorHandle,
+    timeline: Timeline,
+) -> None:
+    await exchange(modem_card, tcp_card, "before")
+
+    timeline.note(f"disturbance: {disturbance}")
+    await DISTURBANCES[disturbance](simulator)
+    timeline.note("disturbance over")
+
+    await exchange(modem_card, tcp_card, "after")
+    assert await simulator.violations() == []
+
+
+async def test_slow_link_cut_into_pieces(
+    modem_card: AgentCard, tcp_card: BenchCard, simulator: SimulatorHandle
+) -> None:
+    # Seven-byte pieces split CR LF pairs, prompts and URCs at every position.
+    large = bytes(ord("a") + i % 26 for i in range(1600))
+    await simulator.degrade_link(latency=0.05, fragment=7)
+    try:
+        modem_card.send(tcp_card.name, large)
+        arrived = await tcp_card.receive_bytes(len(large), within=RECOVERY_SECONDS)
+        await tcp_card.send(modem_card.name, large)
+        answer = await modem_card.receive_bytes(len(large), within=RECOVERY_SECONDS)
+    finally:
+        await simulator.restore_link()
+
+    assert arrived == large
+    assert answer == large
     assert await simulator.violations() == []

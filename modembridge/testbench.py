@@ -192,6 +192,31 @@ class SimulatorHandle:
         """The module restarts: its port goes away and comes back."""
         await self._loop.run_async(self._simulator.reboot())
 
+    async def power_off(self) -> None:
+        """The module loses power: its port vanishes until ``power_on``."""
+        await self._call(self._simulator.power_off)
+
+    async def power_on(self) -> None:
+        """Power returns: the module boots and its port comes back."""
+        await self._loop.run_async(self._simulator.reboot(downtime=0.0))
+
+    async def lose_registration(self, seconds: float) -> None:
+        """The network drops the module's registration for ``seconds``."""
+        await self._call(self._simulator.lose_registration, seconds)
+
+    async def set_no_signal(self, value: bool) -> None:
+        """Lose all signal (and with it registration), or get it back."""
+        await self._call(self._simulator.set_no_signal, value)
+
+    async def degrade_link(self, latency: float, fragment: int | None) -> None:
+        """Delay the serial link both ways and cut the module's output into pieces."""
+        await self._call(self._simulator.set_latency, latency, latency)
+        await self._call(self._simulator.set_fragment, fragment)
+
+    async def restore_link(self) -> None:
+        """Undo ``degrade_link``."""
+        await self.degrade_link(0.0, None)
+
     async def hang(self) -> None:
         """The module stops answering."""
         await self._call(self._simulator.hang)
