@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from serial.tools.list_ports_common import ListPortInfo
 
 from modembridge import discovery
-from modembridge.cli import main
+from modembridge.cli import listports, main
 
 
 def port_info(
@@ -179,3 +179,24 @@ def test_list_command_without_modules() -> None:
     assert "no SIM7600 or EC20/EC25 module found" in text.output
     assert as_json.exit_code == 0
     assert json.loads(as_json.output) == []
+
+
+def test_list_line_marks_the_at_port_and_names_the_holder() -> None:
+    port = discovery.ModulePort(
+        device="/dev/ttyUSB2",
+        family="sim7600",
+        role="at",
+        vid=0x1E0E,
+        pid=0x9001,
+        usb_path="1-1.2",
+        interface=2,
+        holders=(discovery.Holder(812, "ModemManager"),),
+    )
+
+    line = listports._line(port)
+
+    assert line.startswith("/dev/ttyUSB2")
+    assert "sim7600" in line
+    assert "usb 1-1.2" in line
+    assert "busy: ModemManager (pid 812)" in line
+    assert line.endswith("<- AT")
