@@ -13,7 +13,10 @@ relay; ``--json`` prints one JSON object a delivery instead. A message the agent
 not deliver is reported on standard error and, on the TCP endpoint, to the program
 that handed it over as a line starting with ``!``. On the TCP endpoint every connected
 program gets every delivery; while none is connected, the last deliveries are kept
-for the next one.
+for the next one. With ``raw`` the TCP endpoint carries bytes instead of lines, for a
+device under test that speaks its own protocol (Modbus, say): each read becomes one
+message to the ``--to`` card, and deliveries are written as they arrive. TCP keeps no
+boundaries, so a protocol that needs them must frame its messages itself.
 
 Missing heartbeats count as a dead socket: the relay sends one every interval, so a
 silence longer than ``silence_limit`` (by default two and a half intervals, as the
@@ -79,6 +82,8 @@ DEFAULT_HEARTBEAT = 30.0
 """The relay's heartbeat interval when it does not announce one (version 1)."""
 HELD_LINES = 1000
 """Deliveries kept for the next local program while none is connected."""
+RAW_READ = 1400
+"""Largest message one read of a raw local program makes: one module send."""
 CLIENT_BACKLOG = 1024 * 1024
 """Bytes a local program may leave unread before it is disconnected."""
 MAX_LINE = 64 * 1024
@@ -98,6 +103,7 @@ class AgentConfig:
     listen: tuple[str, int] | None = None
     token: str | None = None
     json_output: bool = False
+    raw: bool = False
     silence_limit: float | None = None
     connect_timeout: float = 30.0
     drain_timeout: float = 10.0
@@ -105,6 +111,11 @@ class AgentConfig:
     patience: float = 120.0
     window: int = 1
     policy: RecoveryPolicy = field(default_factory=RecoveryPolicy)
+
+    def __post_init__(self) -> None:
+        """Raw bridging needs both ends: a listener and a target card."""
+        if self.raw and (self.listen is None or self.to is None):
+            raise ValueError("raw bridging needs --listen and --to")
 
 
 def parse_line(line: str, default_to: str | None) -> tuple[str, str]:
@@ -170,7 +181,7 @@ class Agent:
         self._started = time.monotonic()
         self._last_sent = 0.0
         self._clients: set[asyncio.StreamWriter] = set()
-        self._held_for_clients: collections.deque[str] = collections.deque(
+        self._held_for_clients: collections.deque[bytes] = collections.deque(
             maxlen=HELD_LINES
         )
         self._server: asyncio.Server | None = None
@@ -327,7 +338,7 @@ class Agent:
     def _event_received(self, event: RelayEvent) -> None:
         match event:
             case Delivery(sender, data):
-                self._deliver(format_delivery(sender, data, self.config.json_output))
+                self._delivery_received(sender, data)
             case Ack(request_id):
                 self.outbox.acked(request_id)
             case Refusal(request_id, reason, target):
@@ -341,25 +352,32 @@ class Agent:
             case Heartbeat():
                 _LOGGER.debug("card[%s]: heartbeat", self.config.card)
 
-    def _deliver(self, line: str) -> None:
+    def _delivery_received(self, sender: str | None, data: bytes) -> None:
+        if self.config.raw:
+            self._to_clients(data)
+            return
+        line = format_delivery(sender, data, self.config.json_output)
         if self.config.listen is None:
             self.stdout.write(line + "\n")
             self.stdout.flush()
             return
+        self._to_clients(line.encode() + b"\n")
+
+    def _to_clients(self, data: bytes) -> None:
         if not self._clients:
-            self._held_for_clients.append(line)
+            self._held_for_clients.append(data)
             if len(self._held_for_clients) == self._held_for_clients.maxlen:
                 _LOGGER.warning(
-                    "card[%s]: no local program connected; holding the last %d lines",
+                    "card[%s]: no local program connected; holding the last %d",
                     self.config.card,
                     len(self._held_for_clients),
                 )
             return
         for writer in list(self._clients):
-            self._write_to_client(writer, line)
+            self._write_to_client(writer, data)
 
-    def _write_to_client(self, writer: asyncio.StreamWriter, line: str) -> None:
-        """Write a line to a local program, dropping one that stopped reading."""
+    def _write_to_client(self, writer: asyncio.StreamWriter, data: bytes) -> None:
+        """Write to a local program, dropping one that stopped reading."""
         if writer.transport.get_write_buffer_size() > CLIENT_BACKLOG:
             _LOGGER.warning(
                 "card[%s]: local program stopped reading; disconnecting it",
@@ -368,7 +386,7 @@ class Agent:
             self._clients.discard(writer)
             writer.close()
             return
-        writer.write(line.encode() + b"\n")
+        writer.write(data)
 
     def hand_over(self, line: str, origin: object = None) -> None:
         """Take one input line for the relay, or report why it cannot go."""
@@ -413,11 +431,27 @@ class Agent:
         while self._held_for_clients:
             self._write_to_client(writer, self._held_for_clients.popleft())
         try:
-            async for line in _lines(reader):
-                self.hand_over(line, writer)
+            if self.config.raw:
+                await self._bridge_raw(reader, writer)
+            else:
+                async for line in _lines(reader):
+                    self.hand_over(line, writer)
         finally:
             self._clients.discard(writer)
             writer.close()
+
+    async def _bridge_raw(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Each read from a local program is one message to the ``--to`` card."""
+        to = self.config.to
+        if to is None:
+            return
+        while data := await reader.read(RAW_READ):
+            try:
+                self.outbox.put(to, data, writer)
+            except OutboxFull as exc:
+                self._report(f"not sent: {exc}", writer)
 
     def _state_changed(self, state: LinkState, detail: str) -> None:
         card = self.config.card

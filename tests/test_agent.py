@@ -180,6 +180,36 @@ async def test_deliveries_wait_for_the_first_local_program(
     await b.finish()
 
 
+async def test_raw_bridging_carries_a_devices_own_bytes(
+    tmp_path: Path, relay: RelayServer
+) -> None:
+    raw = {"listen": ("127.0.0.1", 0), "raw": True}
+    a = await Card(tmp_path, relay, "A", to="B", **raw).start()
+    b = await Card(tmp_path, relay, "B", to="A", **raw).start()
+    assert a.agent.listening is not None
+    assert b.agent.listening is not None
+    device_reader, device = await asyncio.open_connection(*a.agent.listening)
+    master_reader, master = await asyncio.open_connection(*b.agent.listening)
+    request = bytes.fromhex("01 03 00 00 00 01 84 0a")
+    response = bytes.fromhex("01 03 02 00 2a 39 9b")
+
+    master.write(request)
+    assert await asyncio.wait_for(device_reader.readexactly(8), 5) == request
+    device.write(response)
+    assert await asyncio.wait_for(master_reader.readexactly(7), 5) == response
+
+    device.close()
+    master.close()
+    for card in (a, b):
+        card.agent.stop()
+        await asyncio.wait_for(card.task, 10)  # type: ignore[arg-type]
+
+
+def test_raw_bridging_without_both_ends_is_refused() -> None:
+    with pytest.raises(ValueError, match="--listen and --to"):
+        AgentConfig("/dev/ttyUSB2", "A", ("127.0.0.1", 8888), raw=True, to="B")
+
+
 async def test_undeliverable_messages_are_reported_to_whoever_handed_them(
     tmp_path: Path, relay: RelayServer
 ) -> None:

@@ -48,6 +48,11 @@ _SECONDS = click.FloatRange(min=0.0, min_open=True)
     default=None,
     help="Serve the bridge on HOST:PORT for local programs instead of stdin/stdout.",
 )
+@click.option(
+    "--raw",
+    is_flag=True,
+    help="With --listen and --to: bridge bytes, not lines (a device's own protocol).",
+)
 @token_option
 @click.option(
     "--silence",
@@ -90,6 +95,7 @@ def attach(
     apn: str,
     to: str | None,
     listen: tuple[str, int] | None,
+    raw: bool,
     token: str | None,
     silence: float | None,
     backoff: float,
@@ -102,6 +108,8 @@ def attach(
 ) -> None:
     """Bring the module at PORT up and bridge it to the relay as card --card."""
     configure_logging(verbose)
+    if raw and (listen is None or to is None):
+        raise click.UsageError("--raw needs --listen and --to")
     check_port(port)
     config = AgentConfig(
         port=port,
@@ -111,6 +119,7 @@ def attach(
         wire_log=wire_log,
         to=to,
         listen=listen,
+        raw=raw,
         token=token,
         json_output=json_output,
         silence_limit=silence,
