@@ -111,7 +111,12 @@ class AtEngine:
         self._payload_size = size
         self._state = _State.PROMPTING
         self._classify_early(ViolationKind.SEND_BEFORE_PROMPT)
-        self._transmitter.send(prompt, self._prompt_written)
+        # A host may write as soon as it sees ``>``; the space after it on Quectel
+        # modules can still be on its way.
+        seen = prompt.find(b">") + 1 or len(prompt)
+        self._transmitter.send(prompt[:seen], self._prompt_written)
+        if prompt[seen:]:
+            self._transmitter.send(prompt[seen:])
         return await self._payload_ready
 
     def finish(self, reply: bytes) -> None:
