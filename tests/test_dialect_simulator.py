@@ -111,3 +111,30 @@ async def test_a_reboot_makes_the_port_vanish(
     with pytest.raises(PortVanished):
         await modem.signal()
     await rebooting
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("fragment", range(1, 8))
+async def test_fragmented_slow_output_breaks_no_host_rule(
+    model: str, fragment: int, echo_port: int
+) -> None:
+    config = SimConfig(
+        model=model, fragment=fragment, latency_in=0.002, latency_out=0.003
+    )
+    module = SimulatedModem(config)
+    await module.start()
+    modem = await open_modem(module.path)
+    try:
+        await bring_up(modem, "internet")
+        socket = await modem.open_socket("127.0.0.1", echo_port)
+        await socket.write(b"ping\r\nOK\r\n")
+        received = b""
+        while len(received) < 10:
+            received += await asyncio.wait_for(socket.read(), 10)
+        await socket.close()
+    finally:
+        await modem.close()
+        await module.stop()
+
+    assert received == b"ping\r\nOK\r\n"
+    assert module.violations == []

@@ -118,6 +118,9 @@ class Transmitter:
         if not self.fragment:
             await self._write(data)
             return
+        # The gap goes between fragments only: once the last byte is out the host
+        # may answer at once, and the item's callback must already have run.
         for start in range(0, len(data), self.fragment):
+            if start:
+                await asyncio.sleep(_FRAGMENT_GAP)
             await self._write(data[start : start + self.fragment])
-            await asyncio.sleep(_FRAGMENT_GAP)
