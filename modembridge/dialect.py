@@ -108,6 +108,9 @@ SIM_ERRORS: Mapping[int | str, SimState] = {
 REGISTRATION_URCS = ("+CREG:", "+CGREG:", "+CEREG:")
 BEARER_EVENTS = re.compile(r"\+CGEV: (?:NW|ME) (?:PDN )?(?:DEACT|DETACH)")
 
+# The context both dialects bring their bearer up on.
+BEARER_CONTEXT = 1
+
 # Host names and APNs end up inside a quoted AT argument.
 _SAFE_ARGUMENT = re.compile(r"[\x20-\x7e]*")
 
@@ -127,6 +130,28 @@ def quoted_argument(value: str, what: str) -> str:
     if '"' in value or not _SAFE_ARGUMENT.fullmatch(value):
         raise ValueError(f"{what} {value!r} cannot be sent in an AT command")
     return value
+
+
+def ends_bearer(line: str, context: int = BEARER_CONTEXT) -> bool:
+    """Whether a ``+CGEV`` line ends the default bearer of ``context``.
+
+    A detach ends every context. ``PDN DEACT <cid>`` and the older
+    ``DEACT <type>,<addr>[,<cid>]`` end the context they name (or ours when they name
+    none); ``DEACT <p_cid>,<cid>,<event>`` only ends a dedicated bearer on top of it.
+    """
+    match = BEARER_EVENTS.match(line)
+    if match is None:
+        return False
+    if match.group().endswith("DETACH"):
+        return True
+    fields = [field.strip() for field in line[match.end() :].split(",")]
+    if "PDN" in match.group():
+        named = integers(fields[0])
+    elif fields[0].isdigit():
+        return False
+    else:
+        named = integers(fields[2]) if len(fields) >= 3 else []
+    return not named or named[0] == context
 
 
 def registration_stat(text: str) -> RegStat | None:
@@ -320,8 +345,10 @@ class ATDialect(Modem):
             self.emit(EventKind.REGISTRATION_CHANGED, line)
         elif line.startswith("+CPIN:"):
             self.emit(EventKind.SIM_CHANGED, line)
-        elif BEARER_EVENTS.match(line):
+        elif ends_bearer(line):
             self.bearer_lost(line)
+        elif line.startswith("+CGEV:"):
+            log.debug("%s: packet-domain event for another bearer: %s", self.name, line)
         else:
             self.dialect_urc(line)
 

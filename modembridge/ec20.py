@@ -20,6 +20,7 @@ from typing import ClassVar
 
 from modembridge.atreader import Payload
 from modembridge.dialect import (
+    BEARER_CONTEXT,
     COMMON_COMMANDS,
     ATDialect,
     Command,
@@ -33,7 +34,7 @@ from modembridge.modem import EventKind
 
 log = logging.getLogger(__name__)
 
-CONTEXT = 1
+CONTEXT = BEARER_CONTEXT
 
 COMMANDS: Mapping[str, Command] = {
     **COMMON_COMMANDS,
@@ -171,7 +172,7 @@ class Ec20(ATDialect):
             if socket is not None:
                 socket.closed_by_network()
             self.emit(EventKind.SOCKET_CLOSED, line, number)
-        elif what == "pdpdeact":
+        elif what == "pdpdeact" and number == CONTEXT:
             self.bearer_lost(line)
 
     def payload_pushed(self, payload: Payload) -> None:

@@ -182,6 +182,43 @@ async def test_pdp_deactivation_is_a_bearer_event(
     assert [e.kind for e in events] == [EventKind.BEARER_LOST]
 
 
+@pytest.mark.parametrize(
+    "urc",
+    [
+        b"+CGEV: NW PDN DEACT 1",
+        b"+CGEV: ME PDN DEACT 1",
+        b'+CGEV: NW DEACT "IP","10.64.1.7",1',
+        b"+CGEV: NW DETACH",
+    ],
+)
+async def test_packet_domain_deactivation_is_a_bearer_event(
+    peer: ScriptedPeer, modem: Ec20, urc: bytes
+) -> None:
+    events = events_of(modem)
+    socket = await modem.open_socket("127.0.0.1", 8888)
+
+    peer.push(b"\r\n" + urc + b"\r\n")
+
+    assert await asyncio.wait_for(socket.read(), 5) == b""
+    assert events == [ModemEvent(EventKind.BEARER_LOST, urc.decode())]
+
+
+async def test_another_context_going_down_leaves_the_bearer(
+    peer: ScriptedPeer, modem: Ec20
+) -> None:
+    events = events_of(modem)
+    await modem.open_socket("127.0.0.1", 8888)
+
+    peer.push(b'\r\n+QIURC: "pdpdeact",2\r\n')
+    peer.push(b"\r\n+CGEV: NW PDN DEACT 2\r\n")
+    peer.push(b"\r\n+CGEV: NW DEACT 1,2,0\r\n")
+    peer.push(b"\r\n+CGREG: 1\r\n")
+    await peer.drained()
+    await modem.signal()
+
+    assert [e.kind for e in events] == [EventKind.REGISTRATION_CHANGED]
+
+
 async def test_brownout_reboot_mid_command(peer: ScriptedPeer, modem: Ec20) -> None:
     boot = b"\r\nRDY\r\n\r\n+CFUN: 1\r\n\r\n+CPIN: READY\r\n\r\n+QUSIM: 1\r\n"
     peer.on("AT+CGREG?", boot + b"AT+CGREG?\r\r\n+CGREG: 0,1\r\n" + OK)
