@@ -269,10 +269,13 @@ class Agent:
             self._server.close()
         for writer in list(self._clients):
             writer.close()
-        await self.supervisor.shutdown()
+        closed = await self.supervisor.shutdown()
         if link is not None:
             card = self.config.card
-            self._status(f"card {card}: offline, socket and bearer closed")
+            if closed:
+                self._status(f"card {card}: offline, socket and bearer closed")
+            else:
+                self._status(f"card {card}: offline, the module did not answer")
 
     async def _session(self, pipe: BytePipe) -> None:
         """One relay session over one socket; returns once stopped and drained."""

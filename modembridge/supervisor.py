@@ -178,16 +178,22 @@ class Supervisor:
         self._remedy = Remedy.REOPEN_SOCKET
         self._set_state(LinkState.ONLINE, f"{self.relay[0]}:{self.relay[1]}")
 
-    async def shutdown(self) -> None:
-        """Close the socket and the bearer, then the port; the module stays usable."""
+    async def shutdown(self) -> bool:
+        """Close the socket, the bearer, then the port; True when the module took it."""
         self._set_state(LinkState.STOPPED, "shutting down")
         await self._close_pipe()
+        closed = False
         if self.modem is not None:
-            with contextlib.suppress(ModemError, OSError):
+            try:
                 await self.modem.bearer_down()
+            except (ModemError, OSError) as exc:
+                _LOGGER.info("card[%s]: bearer not closed: %s", self.card, exc)
+            else:
+                closed = True
             await self._close_modem()
         for task in list(self._tasks):
             task.cancel()
+        return closed
 
     async def _connect_and_run(self, session: Session) -> None:
         modem = self.modem
