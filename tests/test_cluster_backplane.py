@@ -403,3 +403,16 @@ def test_shown_urls_hide_user_names_and_passwords() -> None:
     shown = shown_url("nats://relay:pw@10.0.0.5:4222, tls://10.0.0.6:4222")
 
     assert shown == "nats://10.0.0.5:4222,tls://10.0.0.6:4222"
+
+
+def test_a_missing_nats_server_fails_where_services_are_required(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setenv("MODEMBRIDGE_REQUIRE_SERVICES", "1")
+    with pytest.raises(pytest.fail.Exception, match="nats-server is not installed"):
+        require_nats_server()
+
+    monkeypatch.delenv("MODEMBRIDGE_REQUIRE_SERVICES")
+    with pytest.raises(pytest.skip.Exception, match="nats-server is not installed"):
+        require_nats_server()
