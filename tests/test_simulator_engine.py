@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 from collections.abc import AsyncIterator
 
@@ -110,6 +111,23 @@ async def test_overlong_line_is_refused(client: RawClient) -> None:
     await client.command("ATE0")
     assert await client.command("AT+" + "X" * 5000, b"ERROR\r\n") == b"\r\nERROR\r\n"
     assert await client.command("AT") == b"\r\nOK\r\n"
+
+
+async def test_a_host_typing_without_reading_gets_bounded_echo(
+    client: RawClient,
+) -> None:
+    typed = 0
+    while typed < 2_000_000:
+        try:
+            typed += os.write(client.port.fd, b"A" * 4096)
+        except BlockingIOError:
+            await asyncio.sleep(0.001)
+
+    echoed = await client.read_quiet(0.2)
+
+    assert len(echoed) < 300_000
+    assert await client.command("", b"ERROR\r\n") == b"\r\r\nERROR\r\n"
+    assert (await client.command("AT")).endswith(b"\r\nOK\r\n")
 
 
 async def test_a_clean_session_has_no_violations(

@@ -14,7 +14,8 @@ Bytes arriving while ``BUSY`` or ``PROMPTING``, or after a payload is complete a
 before its result, break the host's discipline: each such episode is recorded as a
 ``Violation``. The bytes are kept and handled once the module is ready again (a real
 module's UART buffer does the same), so an extra byte after a payload starts the next
-command line, as on hardware.
+command line, as on hardware. Both what waits and the echo of a host that types
+without reading are bounded; beyond the bounds bytes are dropped, as a UART overruns.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ logger = logging.getLogger(__name__)
 
 MAX_LINE = 1024
 MAX_PENDING = 65536
+# Echo waiting to be written beyond which more echo is dropped: a host that types
+# without reading must not make the module's output grow without bound.
+MAX_ECHO_BACKLOG = 65536
 
 _CR = 0x0D
 _LF = 0x0A
@@ -63,6 +67,7 @@ class AtEngine:
         self._line = bytearray()
         self._overlong = False
         self._last_was_cr = False
+        self._echo_dropped = False
         self._pending = bytearray()
         self._command = ""
         self._after_payload = False
@@ -169,8 +174,17 @@ class AtEngine:
             self._overlong = True
 
     def _send_echo(self, echo: bytearray) -> None:
-        if echo and self.echo:
-            self._transmitter.send(bytes(echo))
+        if not echo or not self.echo:
+            return
+        if self._transmitter.backlog > MAX_ECHO_BACKLOG:
+            if not self._echo_dropped:
+                logger.warning(
+                    "modem[%s]: host is not reading, echo dropped", self.name
+                )
+            self._echo_dropped = True
+            return
+        self._echo_dropped = False
+        self._transmitter.send(bytes(echo))
 
     def _end_line(self) -> bool:
         """Hand a finished line to the command loop; False for an empty line."""
