@@ -216,3 +216,23 @@ async def test_attach_shows_what_it_waits_for_and_for_how_long(
     assert lines.index("card A: waiting for the SIM (1 s)") < next(
         n for n, line in enumerate(lines) if line.startswith("card A: online via")
     )
+
+
+@pytest.mark.slow
+async def test_attach_without_a_sim_says_so_in_one_line(relay: RelayServer) -> None:
+    """Slow: right after boot a SIM may read as absent, so bring-up waits 20 s."""
+    no_sim = SimulatedModem(SimConfig(model="ec20", sim_absent=True))
+    await no_sim.start()
+    try:
+        code, _, err = await modembridge(
+            "attach", no_sim.path, "--card", "A", "--server", f"127.0.0.1:{relay.port}"
+        )
+    finally:
+        await no_sim.stop()
+
+    assert code == 1
+    lines = err.splitlines()
+    assert lines[-1] == f"Error: {no_sim.path}: SIM not ready: not inserted after 20 s"
+    waits = [line for line in lines if line.startswith("card A: waiting for the SIM")]
+    assert 3 <= len(waits) <= 5  # after 1 s, then every 5 s
+    assert "Traceback" not in err
