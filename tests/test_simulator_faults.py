@@ -188,6 +188,21 @@ async def test_latency_delays_the_reply() -> None:
         await sim.stop()
 
 
+async def test_lowering_the_latency_keeps_the_host_bytes_in_order() -> None:
+    sim, client = await started(model="sim7600")
+    try:
+        sim.set_latency(1.0, 0.0)
+        client.write(b"AT")
+        await asyncio.sleep(0.05)
+        sim.set_latency(0.0, 0.0)
+        client.write(b"\r")
+
+        assert await client.read_until(b"OK\r\n") == b"\r\nOK\r\n"
+    finally:
+        client.close()
+        await sim.stop()
+
+
 async def test_fragments_keep_the_bytes() -> None:
     sim, client = await started(model="sim7600", fragment=4)
     try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections import deque
 from dataclasses import dataclass
 
 from modembridge.models import MODELS, ModelFacts
@@ -101,6 +102,8 @@ class SimulatedModem:
         self._boot_task: asyncio.Task[None] | None = None
         self._power_task: asyncio.Task[None] | None = None
         self._hung = False
+        self._inbound: deque[tuple[float, bytes]] = deque()
+        self._inbound_timer: asyncio.TimerHandle | None = None
 
     def _new_personality(self) -> Personality:
         link = ModuleLink(
@@ -177,6 +180,7 @@ class SimulatedModem:
                 stopped.append(task)
         self._loop_task = self._boot_task = None
         self._radio.cancel_timers()
+        self._drop_inbound()
         self._transmitter.discard()
         self._engine.reset()
         self._terminal.close()
@@ -293,8 +297,30 @@ class SimulatedModem:
         self._transmitter.release()
 
     def _data_received(self, data: bytes) -> None:
-        if self.config.latency_in > 0:
-            loop = asyncio.get_running_loop()
-            loop.call_later(self.config.latency_in, self._engine.feed, data)
-        else:
+        if self.config.latency_in <= 0 and not self._inbound:
             self._engine.feed(data)
+            return
+        due = asyncio.get_running_loop().time() + self.config.latency_in
+        self._inbound.append((due, data))
+        if self._inbound_timer is None:
+            self._schedule_inbound()
+
+    def _schedule_inbound(self) -> None:
+        """Deliver the oldest delayed host bytes when due; order is never changed."""
+        loop = asyncio.get_running_loop()
+        self._inbound_timer = loop.call_at(self._inbound[0][0], self._inbound_due)
+
+    def _inbound_due(self) -> None:
+        self._inbound_timer = None
+        now = asyncio.get_running_loop().time()
+        while self._inbound and self._inbound[0][0] <= now:
+            self._engine.feed(self._inbound.popleft()[1])
+        if self._inbound:
+            self._schedule_inbound()
+
+    def _drop_inbound(self) -> None:
+        """Forget host bytes still on their way (the module lost power)."""
+        if self._inbound_timer is not None:
+            self._inbound_timer.cancel()
+            self._inbound_timer = None
+        self._inbound.clear()
