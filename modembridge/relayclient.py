@@ -25,6 +25,7 @@ import asyncio
 import base64
 import binascii
 import collections
+import contextlib
 import json
 import logging
 import re
@@ -342,10 +343,18 @@ class RelayClient:
                 self._ready.extend(self._v1.feed(buffer[len(b"connect_success") :]))
                 return 1
             elif not buffer.startswith(b"{") and not _may_start_v1_reply(buffer):
-                text = buffer[:200].decode(errors="replace")
+                text = (await self._rest_of_refusal(buffer)).decode(errors="replace")
                 raise RelayRefused(f"relay refused card {self.card}: {text!r}")
             if len(buffer) > MAX_LINE:
                 raise RelayProtocolError("relay connect reply too long", buffer[:80])
+
+    async def _rest_of_refusal(self, buffer: bytes) -> bytes:
+        """A version 1 refusal has no end mark: take what follows for a moment."""
+        with contextlib.suppress(TimeoutError, RelayClosed):
+            async with asyncio.timeout(_V1_HOLD_SECONDS):
+                while len(buffer) < 200:
+                    buffer += await self._read()
+        return buffer[:200]
 
     def _connect_line_received(self, line: bytes) -> bool:
         """True for the connect reply; False for a heartbeat ahead of it."""

@@ -178,3 +178,20 @@ async def test_falls_back_to_v1_by_itself() -> None:
     await a.close()
     await b.close()
     await relay.close()
+
+
+async def test_a_version_1_refusal_split_across_reads_is_reported_whole() -> None:
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        await reader.read(100)
+        for piece in (b"A", b" not auth", b"orized"):
+            writer.write(piece)
+            await writer.drain()
+            await asyncio.sleep(0.02)
+
+    server = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+
+    with pytest.raises(RelayRefused, match="'A not authorized'"):
+        await card(port, "A")
+    server.close()
+    await server.wait_closed()
