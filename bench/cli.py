@@ -25,10 +25,10 @@ from bench.result import Result
 SERVER = click.option(
     "--server",
     "kind",
-    type=click.Choice(compare.KINDS),
+    type=click.Choice([*compare.KINDS, "relay-v2"]),
     default="relay",
     show_default=True,
-    help="Which server to measure.",
+    help="Which server to measure (relay-v2: the relay in protocol version 2).",
 )
 SMOKE = click.option(
     "--smoke", is_flag=True, help="A tiny run that checks the workload works."

@@ -56,7 +56,7 @@ class AfterRegistering:
         payload = payload_of(self.size, seed=7)
         started = time.monotonic()
         socks[0].sendall(dialect.send(names[-1], payload))
-        arrives = dialect.delivery(names[-1], payload)
+        arrives = dialect.delivery(names[-1], payload, sender=names[0])
         cards.expect(socks[-1], arrives, f"card[{names[-1]}]")
         elapsed = time.monotonic() - started
         cards.expect(socks[0], dialect.sent(), f"card[{names[0]}] ack")

@@ -52,8 +52,8 @@ class PingPong:
         payload = payload_of(size)
         self.ping = dialect.send(b_name, payload)
         self.pong = dialect.send(a_name, payload)
-        self.ping_arrives = dialect.delivery(b_name, payload)
-        self.pong_arrives = dialect.delivery(a_name, payload)
+        self.ping_arrives = dialect.delivery(b_name, payload, sender=a_name)
+        self.pong_arrives = dialect.delivery(a_name, payload, sender=b_name)
         self.ack = dialect.sent()
 
     def round_trip(self) -> int:

@@ -132,7 +132,8 @@ def mosquitto_config(port: int) -> str:
 
 @contextlib.contextmanager
 def running(kind: str, heartbeat: float = QUIET_HEARTBEAT) -> Iterator[Server]:
-    """A fresh server of ``kind`` (``relay`` or ``mosquitto``), stopped afterwards."""
+    """A fresh server of ``kind``, stopped afterwards: ``relay``, ``mosquitto``, or
+    ``relay-v2`` (the relay, to be spoken to in protocol version 2)."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
         command = _command(kind, port, heartbeat, Path(workdir))
@@ -154,7 +155,7 @@ def running(kind: str, heartbeat: float = QUIET_HEARTBEAT) -> Iterator[Server]:
 
 def _command(kind: str, port: int, heartbeat: float, workdir: Path) -> list[str]:
     """The command line that starts a server of ``kind`` on ``port``."""
-    if kind == "relay":
+    if kind in ("relay", "relay-v2"):
         return [*relay_command(), *relay_options(port, heartbeat)]
     if kind == "mosquitto":
         config = workdir / "mosquitto.conf"

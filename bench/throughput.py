@@ -185,12 +185,14 @@ def _load(
     for index in range(params.pairs):
         sender = cards.register(port, dialect, f"A{index}")
         receiver = cards.register(port, dialect, f"B{index}")
-        stream = dialect.send(f"B{index}", payload) * params.messages
-        last = dialect.delivery(f"B{index}", payload)
+        stream = b"".join(
+            dialect.send(f"B{index}", payload, seq) for seq in range(params.messages)
+        )
+        last = dialect.delivery(f"B{index}", payload, sender=f"A{index}")
         pairs.append(Pair(sender, receiver, stream, last))
     sizes = Sizes(
         len(dialect.send("B0", payload)),
-        len(dialect.delivery("B0", payload)),
+        len(dialect.delivery("B0", payload, sender="A0")),
         len(dialect.sent()),
     )
 

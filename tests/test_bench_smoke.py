@@ -45,13 +45,34 @@ def needs_mosquitto() -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(params=["relay", "mosquitto"])
+@pytest.fixture(params=["relay", "relay-v2", "mosquitto"])
 def kind(request: pytest.FixtureRequest) -> str:
-    """Each server kind; Mosquitto only where it is installed."""
+    """Each server kind (the relay in both protocol versions); Mosquitto only where
+    it is installed."""
     if request.param == "mosquitto":
         needs_mosquitto()
     chosen: str = request.param
     return chosen
+
+
+def test_missing_mosquitto_skips_with_its_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(servers, "mosquitto_available", lambda: False)
+    monkeypatch.setattr(sys.modules[__name__], "REQUIRED", False)
+
+    with pytest.raises(pytest.skip.Exception, match="mosquitto is not installed"):
+        needs_mosquitto()
+
+
+def test_missing_mosquitto_fails_when_services_are_required(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(servers, "mosquitto_available", lambda: False)
+    monkeypatch.setattr(sys.modules[__name__], "REQUIRED", True)
+
+    with pytest.raises(pytest.fail.Exception, match="MODEMBRIDGE_REQUIRE_SERVICES"):
+        needs_mosquitto()
 
 
 def test_throughput_delivers_every_message(kind: str) -> None:
