@@ -284,6 +284,28 @@ class ATDialect(Modem):
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.channel.close()
 
+    async def open_socket(self, host: str, port: int) -> DialectSocket:
+        """Open a TCP connection on the lowest free socket number of the module."""
+        quoted_argument(host, "host")
+        link = self.free_link()
+        socket = self.new_socket(link, host, port)
+        self.add_socket(socket)
+        try:
+            await self.open_link(socket)
+        except BaseException:
+            self.socket_gone(link)
+            raise
+        log.info("%s: link %d open to %s:%d", self.name, link, host, port)
+        return socket
+
+    @abstractmethod
+    def new_socket(self, link: int, host: str, port: int) -> DialectSocket:
+        """This dialect's socket object for ``link``, not yet open on the module."""
+
+    @abstractmethod
+    async def open_link(self, socket: DialectSocket) -> None:
+        """Ask the module to connect ``socket``; raise ``SocketError`` on failure."""
+
     def free_link(self) -> int:
         """The lowest socket number the module has free."""
         for link in range(self.facts.socket_count):

@@ -107,21 +107,12 @@ class Ec20(ATDialect):
         """Whether ``AT+QIACT?`` lists context 1 as active."""
         return await self._address() is not None
 
-    async def open_socket(self, host: str, port: int) -> Ec20Socket:
-        """``AT+QIOPEN`` in buffer access mode; success is ``+QIOPEN: <id>,0``."""
-        quoted_argument(host, "host")
-        link = self.free_link()
-        socket = Ec20Socket(self, link, host, port)
-        self.add_socket(socket)
-        try:
-            await self._open(socket)
-        except BaseException:
-            self.socket_gone(link)
-            raise
-        log.info("%s: socket %d open to %s:%d", self.name, link, host, port)
-        return socket
+    def new_socket(self, link: int, host: str, port: int) -> Ec20Socket:
+        """A socket of this module's stack."""
+        return Ec20Socket(self, link, host, port)
 
-    async def _open(self, socket: Ec20Socket) -> None:
+    async def open_link(self, socket: DialectSocket) -> None:
+        """``AT+QIOPEN`` in buffer access mode; success is ``+QIOPEN: <id>,0``."""
         fields = {"link": socket.link, "host": socket.host, "port": socket.port}
         prefix = f"+QIOPEN: {socket.link},"
         async with self.channel.exclusive():

@@ -25,7 +25,6 @@ from modembridge.dialect import (
     Command,
     DialectSocket,
     integers,
-    quoted_argument,
 )
 from modembridge.errors import BearerError, CommandRefused, ModemError, SocketError
 from modembridge.models import SIM7600
@@ -116,21 +115,12 @@ class Sim7600(ATDialect):
         """``AT+NETOPEN?`` says 1 (older firmware: ``1,0``)."""
         return _first(await self.answer("netopen_query") or "") == 1
 
-    async def open_socket(self, host: str, port: int) -> Sim7600Socket:
-        """``AT+CIPOPEN`` a TCP link; success is the later ``+CIPOPEN: <l>,0``."""
-        quoted_argument(host, "host")
-        link = self.free_link()
-        socket = Sim7600Socket(self, link, host, port)
-        self.add_socket(socket)
-        try:
-            await self._open(socket)
-        except BaseException:
-            self.socket_gone(link)
-            raise
-        log.info("%s: link %d open to %s:%d", self.name, link, host, port)
-        return socket
+    def new_socket(self, link: int, host: str, port: int) -> Sim7600Socket:
+        """A socket of this module's stack."""
+        return Sim7600Socket(self, link, host, port)
 
-    async def _open(self, socket: Sim7600Socket) -> None:
+    async def open_link(self, socket: DialectSocket) -> None:
+        """``AT+CIPOPEN`` a TCP link; success is the later ``+CIPOPEN: <l>,0``."""
         fields = {"link": socket.link, "host": socket.host, "port": socket.port}
         async with self.channel.exclusive():
             await self.run("manual_receive")
