@@ -220,10 +220,12 @@ class AgentCard:
         async with asyncio.timeout(within):
             line = await self._sink.lines.get()
         record = json.loads(line)
-        if "data" in record:
-            data = base64.b64decode(record["data"])
-        else:
+        if "message" in record:
             data = str(record["message"]).encode()
+        else:
+            # Bytes that are not UTF-8 come base64-encoded, as in protocol version 2.
+            encoded = record.get("message_b64", record.get("data", ""))
+            data = base64.b64decode(str(encoded))
         return Delivery(record.get("from"), data)
 
     async def receive_bytes(self, size: int, within: float = 30.0) -> bytes:
