@@ -9,8 +9,9 @@ the load.
 
 Uplink: the local program writes lines, the agent sends each through the module, B
 counts the bytes. Downlink: B sends, the module announces the data, the agent reads
-it over AT and writes lines to the local program, which counts them. Each side keeps
-a bounded number of messages in flight. The agent's CPU time per KiB carried comes
+it over AT and writes lines to the local program, which counts them. Then both at
+once (the downlink from a third card, C). Each side keeps a bounded number of
+messages in flight. The agent's CPU time per KiB carried comes
 from /proc. The AT reader's own rate is measured in process, on recorded-shape
 traffic, without any I/O.
 """
@@ -145,6 +146,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 def _load(wiring: Wiring, params: Params) -> dict[str, float]:
     """The load process: wait for card A, then push data up, then down."""
     card_b = cards.register(wiring.relay_port, RelayV1(), "B")
+    card_c = cards.register(wiring.relay_port, RelayV1(), "C")
     local = _connect_local(wiring.agent_port, params.timeout)
     prefix = _wait_for_card_a(card_b, local, params.timeout)
 
@@ -158,10 +160,12 @@ def _load(wiring: Wiring, params: Params) -> dict[str, float]:
         card_b, RelayV1().send("A", payload), local, prefix + len(payload) + 1
     )
     figures |= _direction("down", down, wiring, params, acks=card_b)
+    from_c = Transfer(card_c, down.unit, local, down.arrives)
+    figures |= _both_ways(up, from_c, card_c, wiring, params)
     relay_end = meter.server_cpu(wiring.relay_pid)
     figures["relay_cpu"] = meter.share_of_core(relay_start, relay_end)
     figures["load_cpu"] = meter.share_of_core(own_start, meter.own_cpu())
-    cards.close_all([card_b, local])
+    cards.close_all([card_b, card_c, local])
     return figures
 
 
@@ -231,7 +235,7 @@ def _direction(
     agent_start = meter.server_cpu(wiring.agent_pid)
     module_start = meter.server_cpu(wiring.module_pid)
     started = time.monotonic()
-    received = _pump(transfer, params, acks)
+    [received] = _pump([transfer], params, [] if acks is None else [acks])
     elapsed = time.monotonic() - started
     agent = meter.server_cpu(wiring.agent_pid).cpu - agent_start.cpu
     module = meter.server_cpu(wiring.module_pid).cpu - module_start.cpu
@@ -247,34 +251,71 @@ def _direction(
     }
 
 
-def _pump(transfer: Transfer, params: Params, acks: socket.socket | None) -> int:
-    """Write the unit ``messages`` times with at most ``window`` messages in flight;
-    return the bytes that arrived at the sink."""
+def _both_ways(
+    up: Transfer, down: Transfer, card_c: socket.socket, wiring: Wiring, params: Params
+) -> dict[str, float]:
+    """Uplink and downlink at the same time; the combined rate. The downlink comes
+    from card C, so that B's bytes are the uplink's alone (version 1 has no
+    delimiters)."""
+    total = 2 * params.messages * params.size
+    agent_start = meter.server_cpu(wiring.agent_pid)
+    started = time.monotonic()
+    received = _pump([up, down], params, [card_c])
+    elapsed = time.monotonic() - started
+    agent = meter.server_cpu(wiring.agent_pid).cpu - agent_start.cpu
+    wanted = [params.messages * up.arrives, params.messages * down.arrives]
+    if received != wanted:
+        raise cards.CardError(f"both ways: {received} of {wanted} bytes arrived")
+    return {
+        "both_bytes_per_s": total / elapsed,
+        "both_seconds": elapsed,
+        "both_agent_cpu_ms_per_kib": agent * 1000 / (total / 1024),
+    }
+
+
+def _pump(
+    transfers: list[Transfer], params: Params, acks: list[socket.socket]
+) -> list[int]:
+    """Write each transfer's unit ``messages`` times, at most ``window`` messages in
+    flight each, all at once; return the bytes that arrived at each sink."""
     selector = selectors.DefaultSelector()
-    selector.register(transfer.sink, selectors.EVENT_READ)
-    transfer.sink.settimeout(0)
-    received = sent = 0
+    for index, transfer in enumerate(transfers):
+        selector.register(transfer.sink, selectors.EVENT_READ, index)
+        transfer.sink.settimeout(0)
+    received = [0] * len(transfers)
+    sent = [0] * len(transfers)
     deadline = time.monotonic() + params.timeout
     try:
-        while received < params.messages * transfer.arrives:
+        while any(
+            got < params.messages * transfer.arrives
+            for got, transfer in zip(received, transfers, strict=True)
+        ):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{received} bytes arrived in {params.timeout:g} s")
-            in_flight = sent - received // transfer.arrives
-            if sent < params.messages and in_flight < params.window:
-                count = min(params.window - in_flight, params.messages - sent)
-                transfer.source.sendall(transfer.unit * count)
-                sent += count
-            if selector.select(timeout=0.5):
-                chunk = transfer.sink.recv(1 << 16)
+            for index, transfer in enumerate(transfers):
+                sent[index] += _top_up(transfer, sent[index], received[index], params)
+            for key, _events in selector.select(timeout=0.5):
+                chunk = transfers[key.data].sink.recv(1 << 16)
                 if not chunk:
                     raise cards.CardError("connection closed during the transfer")
-                received += len(chunk)
-            if acks is not None:
-                _drain(acks)
+                received[key.data] += len(chunk)
+            for sock in acks:
+                _drain(sock)
     finally:
         selector.close()
-        transfer.sink.settimeout(5.0)
+        for transfer in transfers:
+            transfer.sink.settimeout(5.0)
     return received
+
+
+def _top_up(transfer: Transfer, sent: int, received: int, params: Params) -> int:
+    """Write as many messages as the window allows; how many were written."""
+    in_flight = sent - received // transfer.arrives
+    if sent >= params.messages or in_flight >= params.window:
+        return 0
+    count = min(params.window - in_flight, params.messages - sent)
+    transfer.source.sendall(transfer.unit * count)
+    return count
 
 
 def _drain(sock: socket.socket) -> None:

@@ -114,6 +114,7 @@ def test_at_path_carries_every_byte_both_ways() -> None:
 
     assert end_to_end.figures["up_bytes_per_s"] > 0
     assert end_to_end.figures["down_bytes_per_s"] > 0
+    assert end_to_end.figures["both_bytes_per_s"] > 0
     assert end_to_end.figures["up_agent_cpu_ms_per_kib"] >= 0
     assert reader.figures["push_mb_per_s"] > 0
     assert reader.figures["buffered_mb_per_s"] > 0
