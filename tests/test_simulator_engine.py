@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 from collections.abc import AsyncIterator
@@ -206,6 +207,23 @@ async def test_garbage_lines_always_get_a_final_result(
             reply += await client.read_until(b"\r\n", seconds=5)
         await client.read_quiet(0.005)
     assert await client.command("AT") == b"\r\nOK\r\n"
+
+
+async def test_random_bytes_never_break_the_module(
+    client: RawClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    rng = random.Random(7)
+    for _ in range(60):
+        chunk = bytes(rng.randrange(256) for _ in range(rng.randint(1, 200)))
+        if b"CFUN" in chunk.upper():
+            continue  # a reset would take the port away
+
+        client.write(chunk + b"\rAT\r")
+
+        await client.read_until(b"OK\r\n", seconds=5)
+        await client.read_quiet(0.01)
+    assert (await client.command("AT")).endswith(b"\r\nOK\r\n")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 async def test_host_closing_and_reopening_the_port(
