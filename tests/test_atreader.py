@@ -242,6 +242,12 @@ TOKENS = [
     b"+CSQ: 1,2",
     b"RDY",
     b"\x00\xff",
+    b"+CMS ERROR: 500",
+    b"CONNECT",
+    b"NO CARRIER",
+    b"RECV FROM:10.0.0.1:5000",
+    b"+CIPRXGET: 2,0,0,0",
+    b"+CGEV: NW PDN DEACT 1",
 ]
 COMMANDS = ["AT+CSQ", "AT+QIRD=0,1500", "AT+CIPSEND=0,5", "AT+QISEND=0,4", "ATI"]
 
