@@ -331,7 +331,9 @@ class Agent:
             except RelayClosed as exc:
                 raise LinkLost(Cause.SOCKET, str(exc)) from exc
             except RelayProtocolError as exc:
-                raise LinkLost(Cause.ERROR, str(exc)) from exc
+                # Lines resynchronise: skip the bad one, keep the session.
+                _LOGGER.warning("card[%s]: %s", self.config.card, exc)
+                continue
             self._event_received(event)
 
     async def _drained_after_stop(self) -> None:

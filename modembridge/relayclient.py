@@ -15,8 +15,9 @@ and there is no sender. Replies to sends are matched to requests in the order th
 were written, which is the order a version 1 relay answers in.
 
 The two decoders are plain classes fed bytes (no I/O); ``RelayClient`` drives them
-over a ``BytePipe``. Bytes from the relay that break the framing raise
-``RelayProtocolError``, never anything else.
+over a ``BytePipe``. A version 2 line that breaks the protocol becomes a
+``RelayProtocolError`` in its place among the events, never anything else; decoding
+resumes at the next line, and a line longer than the bound is skipped to its end.
 """
 
 from __future__ import annotations
@@ -95,6 +96,8 @@ class Pong:
 
 
 RelayEvent = Delivery | Ack | Refusal | Heartbeat | Pong
+Decoded = RelayEvent | RelayProtocolError
+"""What a decoder makes of the bytes: events, and errors in their place in the flow."""
 
 
 class V1Decoder:
@@ -113,10 +116,10 @@ class V1Decoder:
         """Whether a tail is held back because it may start a relay word."""
         return bool(self._buffer)
 
-    def feed(self, data: bytes) -> list[RelayEvent]:
+    def feed(self, data: bytes) -> list[Decoded]:
         """Events for these bytes; a tail that may start a relay word is held back."""
         self._buffer += data
-        events: list[RelayEvent] = []
+        events: list[Decoded] = []
         while (found := self._next_word()) is not None:
             start, end = found
             if start:
@@ -131,7 +134,7 @@ class V1Decoder:
             self._buffer = self._buffer[len(self._buffer) - keep :]
         return events
 
-    def flush(self) -> list[RelayEvent]:
+    def flush(self) -> list[Decoded]:
         """The held-back tail as data, once no more bytes came to complete a word."""
         data, self._buffer = self._buffer, b""
         return [Delivery(None, data)] if data else []
@@ -159,7 +162,7 @@ class V1Decoder:
                     break
         return longest
 
-    def _word_received(self, word: bytes) -> list[RelayEvent]:
+    def _word_received(self, word: bytes) -> list[Decoded]:
         if word in V1_HEARTBEAT_SPELLINGS:
             return [Heartbeat()]
         if word == b"connect_success" or not self._pending:
@@ -178,19 +181,27 @@ class V2Decoder:
     def __init__(self, max_line: int = MAX_LINE) -> None:
         self._buffer = b""
         self._max_line = max_line
+        self._skipping = False
 
-    def feed(self, data: bytes) -> list[RelayEvent]:
-        """Events for every whole line in these bytes; raises RelayProtocolError."""
+    def feed(self, data: bytes) -> list[Decoded]:
+        """An event or an error for every whole line; an overlong line is skipped."""
         self._buffer += data
-        events: list[RelayEvent] = []
+        decoded: list[Decoded] = []
         while (end := self._buffer.find(b"\n")) >= 0:
             line, self._buffer = self._buffer[:end], self._buffer[end + 1 :]
-            if event := maybe_event(line.strip()):
-                events.append(event)
+            if self._skipping:
+                self._skipping = False
+                continue
+            try:
+                if event := maybe_event(line.strip()):
+                    decoded.append(event)
+            except RelayProtocolError as error:
+                decoded.append(error)
         if len(self._buffer) > self._max_line:
-            self._buffer = b""
-            raise RelayProtocolError(f"relay line longer than {self._max_line} bytes")
-        return events
+            self._buffer, self._skipping = b"", True
+            limit = self._max_line
+            decoded.append(RelayProtocolError(f"relay line longer than {limit} bytes"))
+        return decoded
 
 
 def maybe_event(line: bytes) -> RelayEvent | None:
@@ -230,9 +241,9 @@ def _event_of(obj: dict[str, object]) -> RelayEvent | None:
 def _payload_of(obj: dict[str, object]) -> bytes:
     if "message_b64" in obj:
         return base64.b64decode(str(obj["message_b64"]), validate=True)
-    message = obj["message"]
+    message = obj.get("message")
     if not isinstance(message, str):
-        raise TypeError("message is not a string")
+        raise TypeError("a delivery without a 'message' string or 'message_b64'")
     return message.encode()
 
 
@@ -269,7 +280,7 @@ class RelayClient:
         self._next_id = 1
         self._v1 = V1Decoder()
         self._v2 = V2Decoder()
-        self._ready: collections.deque[RelayEvent] = collections.deque()
+        self._ready: collections.deque[Decoded] = collections.deque()
 
     async def connect(self, reply_within: float = 30.0) -> int:
         """Register as this card; returns the protocol version the relay speaks."""
@@ -302,16 +313,23 @@ class RelayClient:
         await self._pipe.write(b'{"action":"ping"}' + (b"\n" if self.version else b""))
 
     async def next_event(self) -> RelayEvent:
-        """The next thing the relay said; raises RelayClosed when the pipe ends."""
+        """The next thing the relay said; raises RelayClosed when the pipe ends.
+
+        Raises RelayProtocolError for a line that breaks the protocol, in its place
+        among the events; the session may go on reading after it.
+        """
         while not self._ready:
             self._ready.extend(await self._decoded_read())
-        return self._ready.popleft()
+        item = self._ready.popleft()
+        if isinstance(item, RelayProtocolError):
+            raise item
+        return item
 
     async def close(self) -> None:
         """Close the pipe under the session."""
         await self._pipe.close()
 
-    async def _decoded_read(self) -> list[RelayEvent]:
+    async def _decoded_read(self) -> list[Decoded]:
         if self.version == 2:
             return self._v2.feed(await self._read())
         if not self._v1.holding:

@@ -155,29 +155,34 @@ def test_v2_lines_become_events() -> None:
         b"\xff",
     ],
 )
-def test_v2_garbage_is_our_protocol_error(line: bytes) -> None:
-    with pytest.raises(RelayProtocolError):
-        V2Decoder().feed(line + b"\n")
+def test_v2_garbage_is_our_protocol_error_in_its_place(line: bytes) -> None:
+    before, error, after = V2Decoder().feed(
+        b'{"heartbeat": 1}\n' + line + b'\n{"ok": "send", "id": 2}\n'
+    )
+
+    assert (before, after) == (Heartbeat(1.0), Ack(2))
+    assert isinstance(error, RelayProtocolError)
 
 
-def test_v2_endless_line_is_refused_not_buffered() -> None:
+def test_v2_endless_line_is_refused_and_skipped_not_buffered() -> None:
     decoder = V2Decoder(max_line=1024)
-
     for _ in range(5):
-        decoder.feed(b"x" * 200)
+        assert decoder.feed(b"x" * 200) == []
 
-    with pytest.raises(RelayProtocolError, match="longer than"):
-        decoder.feed(b"x" * 200)
+    (error,) = decoder.feed(b"x" * 200)
+    after = decoder.feed(b"x" * 200 + b'x\n{"ok": "send", "id": 3}\n')
+
+    assert isinstance(error, RelayProtocolError)
+    assert "longer than 1024 bytes" in str(error)
+    assert after == [Ack(3)]
 
 
 @given(st.binary(max_size=300), st.lists(st.integers(0, 400), max_size=6))
 def test_v2_any_bytes_yield_events_or_our_error(data: bytes, cuts: list[int]) -> None:
-    try:
-        events = feed_split(V2Decoder(max_line=128), data, cuts)
-    except RelayProtocolError:
-        return
-    kinds = Delivery | Ack | Refusal | Heartbeat | Pong
-    assert all(isinstance(e, kinds) for e in events)
+    decoded = feed_split(V2Decoder(max_line=128), data, cuts)
+
+    kinds = Delivery | Ack | Refusal | Heartbeat | Pong | RelayProtocolError
+    assert all(isinstance(item, kinds) for item in decoded)
 
 
 def test_send_request_puts_text_in_message_and_bytes_in_base64() -> None:

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from modembridge.errors import RelayRefused
-from modembridge.pipe import TcpPipe
+from modembridge.pipe import BytePipe, TcpPipe
 from modembridge.relayclient import (
     Ack,
     Delivery,
@@ -16,6 +16,7 @@ from modembridge.relayclient import (
     RelayClient,
     RelayClosed,
     RelayEvent,
+    RelayProtocolError,
 )
 from relayserver.server import RelayConfig, RelayServer
 
@@ -193,5 +194,60 @@ async def test_a_version_1_refusal_split_across_reads_is_reported_whole() -> Non
 
     with pytest.raises(RelayRefused, match="'A not authorized'"):
         await card(port, "A")
+    server.close()
+    await server.wait_closed()
+
+
+class OneByteAtATime(BytePipe):
+    """A link that hands over what arrived one byte per read."""
+
+    def __init__(self, pipe: TcpPipe) -> None:
+        self.pipe = pipe
+        self.pending = b""
+
+    async def write(self, data: bytes) -> None:
+        await self.pipe.write(data)
+
+    async def read(self) -> bytes:
+        if not self.pending:
+            self.pending = await self.pipe.read()
+        byte, self.pending = self.pending[:1], self.pending[1:]
+        return byte
+
+    async def close(self) -> None:
+        await self.pipe.close()
+
+
+async def test_a_link_that_delivers_one_byte_at_a_time(relay: RelayServer) -> None:
+    pipe = OneByteAtATime(await TcpPipe.connect("127.0.0.1", relay.port))
+    a = RelayClient(pipe, "A")
+    await a.connect(reply_within=5)
+    b = await card(relay.port, "B")
+
+    request_id = await a.send("B", "ünïcode and \x00 bytes".encode())
+    await b.send("A", b"\xffback")
+
+    assert a.version == 2
+    events = [await next_not_heartbeat(a) for _ in range(2)]
+    assert Ack(request_id) in events
+    assert Delivery("B", b"\xffback") in events
+    await a.close()
+    await b.close()
+
+
+async def test_a_hostile_relay_yields_our_protocol_error_not_a_crash() -> None:
+    async def hostile(reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        await reader.read(100)
+        writer.write(b'{"ok":"connect","proto":2}\n{"from": [1, 2]}\n' + b"x" * 300_000)
+        await writer.drain()
+
+    server = await asyncio.start_server(hostile, "127.0.0.1", 0)
+    a = await card(server.sockets[0].getsockname()[1], "A")
+
+    with pytest.raises(RelayProtocolError, match="a delivery without a 'message'"):
+        await a.next_event()
+    with pytest.raises(RelayProtocolError, match="longer than"):
+        await a.next_event()
+    await a.close()
     server.close()
     await server.wait_closed()
