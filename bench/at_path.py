@@ -36,6 +36,9 @@ from bench.result import Result
 
 MODEMBRIDGE = [sys.executable, "-c", "from modembridge.cli import main; main()"]
 
+# The longest line the agent writes (its own bound on a line).
+MAX_LINE = 64 * 1024
+
 # What the version 1 relay answers a send to a card it does not hold.
 NOT_CONNECTED = b"A not connect"
 
@@ -205,6 +208,8 @@ def _read_line(sock: socket.socket, timeout: float) -> bytes:
     sock.settimeout(timeout)
     line = b""
     while not line.endswith(b"\n"):
+        if len(line) > MAX_LINE:
+            raise cards.CardError(f"no line end in {MAX_LINE} bytes from the agent")
         byte = sock.recv(1)
         if not byte:
             raise cards.CardError("the agent closed the local connection")
@@ -322,8 +327,9 @@ def _drain(sock: socket.socket) -> None:
     """Discard what has arrived on ``sock`` (acknowledgements) without waiting."""
     sock.settimeout(0)
     with contextlib.suppress(BlockingIOError):
-        while sock.recv(1 << 16):
-            pass
+        for _ in range(64):
+            if not sock.recv(1 << 16):
+                break
     sock.settimeout(5.0)
 
 

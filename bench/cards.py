@@ -14,6 +14,9 @@ IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 
 CARDS_PER_ADDRESS = 1000
 
+# Reads and fillers a card passes over while waiting for one unit, at most.
+MAX_FILLERS = 10_000
+
 # SO_LINGER on, zero seconds: close() sends RST instead of FIN.
 LINGER_RESET = struct.pack("ii", 1, 0)
 
@@ -62,8 +65,9 @@ class CardStream:
         self._buffer = bytearray()
 
     def take(self, wanted: bytes, what: str) -> None:
-        """Consume ``wanted`` (after any fillers); fail on anything else."""
-        while True:
+        """Consume ``wanted`` (after any fillers); fail on anything else, or after
+        ``MAX_FILLERS`` fillers in a row."""
+        for _ in range(MAX_FILLERS):
             if self._skip and self._buffer.startswith(self._skip):
                 del self._buffer[: len(self._skip)]
                 continue
@@ -79,6 +83,7 @@ class CardStream:
             if not chunk:
                 raise CardError(f"card[{self.name}] {what}: connection closed")
             self._buffer += chunk
+        raise CardError(f"card[{self.name}] {what}: only fillers arrived")
 
     def _could_be_unit(self, wanted: bytes) -> bool:
         """Whether the buffer may still grow into ``wanted`` or a filler."""
