@@ -236,3 +236,28 @@ async def test_attach_without_a_sim_says_so_in_one_line(relay: RelayServer) -> N
     waits = [line for line in lines if line.startswith("card A: waiting for the SIM")]
     assert 3 <= len(waits) <= 5  # after 1 s, then every 5 s
     assert "Traceback" not in err
+
+
+async def test_at_prompt_shows_what_the_module_says_on_its_own(
+    module: SimulatedModem,
+) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *MODEMBRIDGE,
+        "at",
+        module.path,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    proc.stdin.write(b"AT+CREG=2\n")
+    assert await asyncio.wait_for(proc.stdout.readline(), 10) == b"OK\n"
+
+    module.lose_registration(0.3)
+    first = await asyncio.wait_for(proc.stdout.readline(), 10)
+    second = await asyncio.wait_for(proc.stdout.readline(), 10)
+    proc.stdin.close()
+
+    assert first == b"[urc] +CREG: 2\n"
+    assert second.startswith(b"[urc] +CREG: 1,")
+    assert await asyncio.wait_for(proc.wait(), 10) == 0
