@@ -35,18 +35,17 @@ import asyncio
 import re
 import tempfile
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from _pytest.junitxml import xml_key
 
 from modembridge.agent import AgentConfig
 from modembridge.benchcard import AgentCard, BenchCard
 from modembridge.bringup import bring_up
 from modembridge.detect import open_modem
+from modembridge.junitattach import JUnitAttacher
 from modembridge.measurement import Measurements
 from modembridge.modem import Modem
 from modembridge.supervisor import RecoveryPolicy
@@ -137,7 +136,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[CONFIG_KEY] = _bench_config(config)
     config.stash[MEASUREMENTS_KEY] = Measurements()
     config.stash[ATTACHMENTS_KEY] = {}
-    config.pluginmanager.register(JUnitAttacher(config), "modembridge-junit")
+    config.pluginmanager.register(
+        JUnitAttacher(config.stash[ATTACHMENTS_KEY], config), "modembridge-junit"
+    )
 
 
 def _bench_config(config: pytest.Config) -> BenchConfig:
@@ -617,41 +618,6 @@ def pytest_runtest_makereport(
     if path is not None and report.failed:
         report.sections.append(("modembridge timeline", f"written to {path}"))
     return report
-
-
-class JUnitAttacher:
-    """Attaches each test's timeline to its JUnit test case."""
-
-    def __init__(self, config: pytest.Config) -> None:
-        self.config = config
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        """Before junitxml closes the test case, write the attachment line into it."""
-        if report.when != "teardown":
-            return
-        path = self.config.stash[ATTACHMENTS_KEY].pop(report.nodeid, None)
-        if path is not None:
-            self._attach(report, path)
-
-    def _attach(self, report: pytest.TestReport, path: Path) -> None:
-        """Put ``[[ATTACHMENT|path]]`` on a line of the case's system-out."""
-        xml = self.config.stash.get(xml_key, None)
-        if xml is None:
-            return
-        line = f"[[ATTACHMENT|{path}]]\n"
-        reporter = xml.node_reporter(report)
-        written = [node for node in reporter.nodes if node.tag == "system-out"]
-        if written:
-            written[0].text = (written[0].text or "") + "\n" + line
-        elif xml.logging != "no" and xml.log_passing_tests:
-            # junitxml writes a system-out for this teardown itself: join it.
-            kind = "log" if xml.logging == "log" else "stdout"
-            report.sections.append((f"Captured {kind} modembridge", line))
-        else:
-            node = ET.Element("system-out")
-            node.text = line
-            reporter.append(node)
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

@@ -307,7 +307,9 @@ def test_junit_has_identity_measurements_and_the_attachment(
     assert set(cases) == {"test_fails[sim7600]", "test_passes[sim7600]"}
 
 
-@pytest.mark.parametrize("logging", ["system-out", "all"])
+@pytest.mark.parametrize(
+    "logging", ["system-out", "all", "out-err", "system-err", "log"]
+)
 def test_junit_attachment_joins_captured_output(
     inner: pytest.Pytester, tmp_path: Path, logging: str
 ) -> None:
@@ -324,10 +326,35 @@ def test_junit_attachment_joins_captured_output(
     )
 
     (case,) = ET.parse(report).iter("testcase")
-    outputs = [node.text or "" for node in case.iter("system-out")]
-    assert len(outputs) == 1
-    assert "said by the test" in outputs[0]
-    assert "[[ATTACHMENT|" in outputs[0]
+    outputs = [
+        node.text or "" for node in case if node.tag in ("system-out", "system-err")
+    ]
+    attached = [text for text in outputs if "[[ATTACHMENT|" in text]
+    assert len(attached) == 1
+    assert attached[0].count("[[ATTACHMENT|") == 1
+    if logging in ("system-out", "all", "out-err"):
+        assert "said by the test" in attached[0]
+
+
+def test_junit_attachment_of_a_failure_when_passing_output_is_off(
+    inner: pytest.Pytester, tmp_path: Path
+) -> None:
+    inner.makepyfile(FAILING)
+    report = tmp_path / "report.xml"
+
+    inner.runpytest(
+        f"--junitxml={report}",
+        "-o",
+        "junit_logging=system-out",
+        "-o",
+        "junit_log_passing_tests=false",
+        "--modem=sim:ec20",
+    )
+
+    cases = {case.get("name"): case for case in ET.parse(report).iter("testcase")}
+    for case in cases.values():
+        (output,) = [node.text or "" for node in case.iter("system-out")]
+        assert output.count("[[ATTACHMENT|") == 1
 
 
 def test_measurements_are_summarised(inner: pytest.Pytester) -> None:
