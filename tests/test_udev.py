@@ -202,3 +202,30 @@ def test_cli_match_describes_module_and_adapter() -> None:
 def test_every_dump_says_it_was_built_from_documented_facts() -> None:
     for path in DUMPS.glob("*.txt"):
         assert "not recorded from hardware" in path.read_text(), path
+
+
+def test_cli_match_a_live_device_through_udevadm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stand-in udevadm that answers from a dump, as the real one does on a bench.
+    dump = (DUMPS / "ec25-if02-at.txt").read_text()
+    walk = "\n".join(ln for ln in dump.splitlines() if not ln.startswith("E: "))
+    properties = "\n".join(ln[3:] for ln in dump.splitlines() if ln.startswith("E: "))
+    (tmp_path / "walk.txt").write_text(walk + "\n")
+    (tmp_path / "properties.txt").write_text(properties + "\n")
+    udevadm = tmp_path / "udevadm"
+    udevadm.write_text(
+        "#!/bin/sh\n"
+        'case "$*" in\n'
+        f'  *--attribute-walk*) cat "{tmp_path}/walk.txt" ;;\n'
+        f'  *--query=property*) cat "{tmp_path}/properties.txt" ;;\n'
+        "  *) exit 2 ;;\n"
+        "esac\n"
+    )
+    udevadm.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+
+    result = CliRunner().invoke(main, ["udev", "match", "--device", "/dev/ttyUSB7"])
+
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("/dev/ttyUSB7: /dev/modembridge/ec20-3-4/at;")
