@@ -130,7 +130,7 @@ class ControlSocket:
         self._server = await asyncio.start_unix_server(
             self._serve, self._path, limit=MAX_LINE
         )
-        logger.info("modem[%s]: control socket at %s", self._sim.path, self._path)
+        logger.info("modem[%s]: control socket at %s", self._sim.name, self._path)
 
     async def stop(self) -> None:
         """Stop listening and remove the socket file."""
@@ -147,13 +147,13 @@ class ControlSocket:
         try:
             while line := await reader.readline():
                 text = line.decode("utf-8", "replace")
-                logger.info("modem[%s]: control: %s", self._sim.path, text.strip())
+                logger.info("modem[%s]: control: %s", self._sim.name, text.strip())
                 reply = execute(self._sim, text)
                 writer.write("".join(f"{r}\n" for r in reply).encode())
                 await writer.drain()
         except (ValueError, ConnectionError) as error:
             logger.warning(
-                "modem[%s]: control client dropped: %s", self._sim.path, error
+                "modem[%s]: control client dropped: %s", self._sim.name, error
             )
         finally:
             writer.close()

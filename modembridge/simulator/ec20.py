@@ -294,7 +294,9 @@ class Ec20(Personality):
         slot = Slot(context, host, port, mode)
         self.slots[connect_id] = slot
         try:
-            sock = await open_tcp(host, port, connect_id, self, _OPEN_TIMEOUT)
+            sock = await open_tcp(
+                host, port, connect_id, self, _OPEN_TIMEOUT, name=self.name
+            )
         except OpenError as error:
             logger.info("modem[%s]: socket %d: %s", self.name, connect_id, error)
             self.slots.pop(connect_id, None)

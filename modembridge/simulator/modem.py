@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections import deque
 from dataclasses import dataclass
 
@@ -124,6 +123,11 @@ class SimulatedModem:
         return self._terminal.path
 
     @property
+    def name(self) -> str:
+        """The device as log lines name it (``pts/7``, or the link's file name)."""
+        return self._terminal.name
+
+    @property
     def violations(self) -> list[Violation]:
         """Host-discipline problems seen so far."""
         return self._engine.violations
@@ -139,7 +143,7 @@ class SimulatedModem:
         """Create the terminal and power the module up on the running loop."""
         self._transmitter.start()
         self._power_up()
-        logger.info("modem[%s]: simulated %s", self.path, self.facts.family)
+        logger.info("modem[%s]: simulated %s", self.name, self.facts.family)
 
     async def stop(self) -> None:
         """Power off for good and remove the terminal."""
@@ -153,11 +157,7 @@ class SimulatedModem:
 
     def _power_up(self) -> None:
         self._terminal.open()
-        self._name_parts(
-            os.path.basename(self.path)
-            if self.config.link
-            else self.path.removeprefix("/dev/")
-        )
+        self._name_parts(self._terminal.name)
         self._engine.reset()
         self._engine.muted = True
         self._loop_task = asyncio.get_running_loop().create_task(self._command_loop())
@@ -168,7 +168,7 @@ class SimulatedModem:
 
     def _name_parts(self, name: str) -> None:
         """Put the device name in every part's log lines."""
-        self._engine.name = self._transmitter.name = name
+        self._engine.name = self._transmitter.name = self._radio.name = name
         self.personality.module.name = name
 
     def _power_down(self) -> list[asyncio.Task[None]]:
@@ -214,7 +214,7 @@ class SimulatedModem:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                logger.exception("modem[%s]: command %r failed", self.path, line)
+                logger.exception("modem[%s]: command %r failed", self.name, line)
                 reply = b"\r\nERROR\r\n"
             self._engine.finish(reply)
 
@@ -223,7 +223,7 @@ class SimulatedModem:
     async def reboot(self, downtime: float | None = None) -> None:
         """Restart the module: the tty vanishes, comes back, boot URCs, echo on."""
         seconds = self.config.reboot_downtime if downtime is None else downtime
-        logger.info("modem[%s]: rebooting, down for %.1f s", self.path, seconds)
+        logger.info("modem[%s]: rebooting, down for %.1f s", self.name, seconds)
         await asyncio.gather(*self._power_down(), return_exceptions=True)
         await asyncio.sleep(seconds)
         self.personality = self._new_personality()
@@ -231,7 +231,7 @@ class SimulatedModem:
 
     def power_off(self) -> None:
         """Switch the module off: the tty vanishes until ``reboot``."""
-        logger.info("modem[%s]: powered down", self.path)
+        logger.info("modem[%s]: powered down", self.name)
         self._power_down()
 
     def _reboot_requested(self) -> None:
@@ -284,14 +284,14 @@ class SimulatedModem:
 
     def hang(self) -> None:
         """Stop answering: input is ignored and output held."""
-        logger.info("modem[%s]: hung", self.path)
+        logger.info("modem[%s]: hung", self.name)
         self._hung = True
         self._engine.muted = True
         self._transmitter.hold()
 
     def resume(self) -> None:
         """Answer again after ``hang``."""
-        logger.info("modem[%s]: answering again", self.path)
+        logger.info("modem[%s]: answering again", self.name)
         self._hung = False
         self._engine.muted = False
         self._transmitter.release()

@@ -47,6 +47,7 @@ class Radio:
         self.no_signal = no_signal
         self.registration_delay = registration_delay
         self.signal = signal
+        self.name = "radio"
         self.powered = True
         self.sim_ready_changed: Callable[[], None] = lambda: None
         self.registration_changed: Callable[[int], None] = lambda _stat: None
@@ -83,6 +84,8 @@ class Radio:
 
     def _at(self, delay: float, callback: Callable[[], None]) -> None:
         loop = asyncio.get_running_loop()
+        # Timers that have run are dropped so that repeated faults keep no garbage.
+        self._timers = [t for t in self._timers if t.when() > loop.time()]
         self._timers.append(loop.call_later(max(delay, 0.0), callback))
 
     def _registered_after(self) -> float:
@@ -143,5 +146,5 @@ class Radio:
         stat = self.registration()
         if stat != self._last_stat:
             self._last_stat = stat
-            logger.info("radio: registration status now %d", stat)
+            logger.info("modem[%s]: registration status now %d", self.name, stat)
             self.registration_changed(stat)

@@ -318,7 +318,9 @@ class Sim7600(Personality):
     async def _connect(self, link: int, host: str, port: int) -> None:
         await self.after_reply()
         try:
-            sock = await open_tcp(host, port, link, self, self.open_timeout)
+            sock = await open_tcp(
+                host, port, link, self, self.open_timeout, name=self.name
+            )
         except OpenError as error:
             logger.info("modem[%s]: link %d: %s", self.name, link, error)
             self.opening.discard(link)

@@ -144,7 +144,13 @@ class TcpSocket(asyncio.Protocol):
 
 
 async def open_tcp(
-    host: str, port: int, link: int, events: SocketEvents, seconds: float
+    host: str,
+    port: int,
+    link: int,
+    events: SocketEvents,
+    seconds: float,
+    *,
+    name: str = "?",
 ) -> TcpSocket:
     """Resolve ``host`` and connect within ``seconds``; raise ``OpenError``."""
     loop = asyncio.get_running_loop()
@@ -160,7 +166,7 @@ async def open_tcp(
         raise OpenError(OpenFailure.REFUSED, f"{host}:{port}") from error
     except OSError as error:
         raise OpenError(OpenFailure.NETWORK, f"{host}:{port}: {error}") from error
-    logger.info("sockets: link %d connected to %s:%d", link, address, port)
+    logger.info("modem[%s]: link %d connected to %s:%d", name, link, address, port)
     return sock
 
 

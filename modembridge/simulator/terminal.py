@@ -46,6 +46,13 @@ class PseudoTerminal:
         return self._link or self.slave_path
 
     @property
+    def name(self) -> str:
+        """The device as log lines name it: ``pts/7``, or the link's file name."""
+        if self._link:
+            return os.path.basename(self._link)
+        return self.slave_path.removeprefix("/dev/")
+
+    @property
     def is_open(self) -> bool:
         """True while the device node exists."""
         return self._master >= 0
@@ -62,7 +69,7 @@ class PseudoTerminal:
         self._writable.set()
         if self._link:
             _point_link(self._link, self.slave_path)
-        logger.info("modem[%s]: terminal open at %s", self.path, self.slave_path)
+        logger.info("modem[%s]: terminal open at %s", self.name, self.slave_path)
 
     def close(self) -> None:
         """Remove the device node: close both sides and the link."""
@@ -79,7 +86,7 @@ class PseudoTerminal:
         if self._link:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._link)
-        logger.info("modem[%s]: terminal closed (%s gone)", self.path, self.slave_path)
+        logger.info("modem[%s]: terminal closed (%s gone)", self.name, self.slave_path)
 
     async def write(self, data: bytes) -> None:
         """Write all of ``data``, waiting while the slave side's buffer is full."""
@@ -91,7 +98,7 @@ class PseudoTerminal:
                 await self._wait_writable()
                 continue
             except OSError as error:
-                logger.debug("modem[%s]: write failed: %s", self.path, error)
+                logger.debug("modem[%s]: write failed: %s", self.name, error)
                 return
             view = view[written:]
 
@@ -116,7 +123,7 @@ class PseudoTerminal:
             # EIO means no one has the slave open; our own slave fd prevents it,
             # but a closed host side must never stop the simulator.
             if error.errno != errno.EIO:
-                logger.warning("modem[%s]: read failed: %s", self.path, error)
+                logger.warning("modem[%s]: read failed: %s", self.name, error)
             return
         if data:
             self._data_received(data)
