@@ -70,6 +70,7 @@ class _Stages:
 
     @contextlib.asynccontextmanager
     async def stage(self, stage: str) -> AsyncIterator[None]:
+        """Time the body as ``stage``, reporting progress while it runs."""
         started = time.monotonic()
         ticker = asyncio.create_task(self._tick(stage, started))
         try:

@@ -89,6 +89,7 @@ class _Pending:
         self.done: asyncio.Future[Final] = loop.create_future()
 
     def fail(self, error: ModemError) -> None:
+        """Make the waiting caller raise ``error``, unless it has its answer."""
         if not self.done.done():
             self.done.set_exception(error)
 

@@ -67,6 +67,7 @@ class TcpSocket(asyncio.Protocol):
         self._paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Note the transport and both addresses of the new connection."""
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self.connected = True
@@ -78,14 +79,17 @@ class TcpSocket(asyncio.Protocol):
             self.local_port = int(local[1])
 
     def data_received(self, data: bytes) -> None:
+        """Count bytes from the far end and hand them to the personality."""
         self.received += len(data)
         self._events.socket_data(self, data)
 
     def eof_received(self) -> bool:
+        """The far end finished sending: close the connection."""
         # Close our side too: a module has no half-open sockets to offer its host.
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """Report the close once, if the connection had been made."""
         was_connected = self.connected
         self.connected = False
         self.transport = None
