@@ -29,7 +29,7 @@ from modembridge.errors import CommandRefused
 PROMPT = "AT> "
 
 
-@click.command("at")
+@click.command("at", short_help="Send one AT command, or open an AT prompt.")
 @port_argument
 @click.argument("command", required=False)
 @click.option(

@@ -36,7 +36,7 @@ from modembridge.supervisor import RecoveryPolicy
 _SECONDS = click.FloatRange(min=0.0, min_open=True)
 
 
-@click.command("attach")
+@click.command("attach", short_help="Turn a module into a card on the relay.")
 @port_argument
 @card_option
 @server_option

@@ -54,7 +54,7 @@ class _Received(io.StringIO):
             await self.changed.wait()
 
 
-@click.command("demo")
+@click.command("demo", short_help="A relay and two simulated cards, no hardware.")
 @verbose_option
 def demo(*, verbose: int) -> None:
     """Relay + two simulated modules as cards A and B, messages both ways."""

@@ -29,7 +29,7 @@ MARKS = {
 }
 
 
-@click.command("doctor")
+@click.command("doctor", short_help="Find the broken link between module and relay.")
 @port_argument
 @server_option
 @apn_option

@@ -32,7 +32,7 @@ LABELS = (
 )
 
 
-@click.command("info")
+@click.command("info", short_help="What the module is and how it sees the network.")
 @port_argument
 @wire_log_option
 @json_option
