@@ -22,7 +22,7 @@ from relayserver import replies
 from relayserver.auth import Authenticator
 from relayserver.codec import Event, RequestDecoder
 from relayserver.errors import DecodeError
-from relayserver.heartbeat import Heartbeat
+from relayserver.heartbeat import Heartbeat, Round
 from relayserver.limits import Limits
 from relayserver.registry import Registry
 from relayserver.requests import Connect, Ping, Send
@@ -157,6 +157,7 @@ class RelayServer:
         self._connections: set[CardConnection] = set()
         self._listeners: list[Listener] = []
         self._heartbeat = Heartbeat(config.heartbeat, self._beat)
+        self._round: Round[CardConnection] | None = None
         self._server: asyncio.Server | None = None
         self._drained: asyncio.Event | None = None
         self._port = 0
@@ -194,6 +195,8 @@ class RelayServer:
     async def close(self) -> None:
         """Stop accepting, close every connection and wait until they are gone."""
         self._heartbeat.stop()
+        if self._round is not None:
+            self._round.cancel()
         if self._server is not None:
             self._server.close()
         for connection in list(self._connections):
@@ -408,14 +411,29 @@ class RelayServer:
 
     def _beat(self) -> None:
         self.tick += 1
-        idle = self.config.limits.idle_timeout
-        v2_line = replies.heartbeat_line(time.time())
-        for connection in list(self._connections):
-            if idle and self.tick - connection.last_tick > idle:
+        if self._round is not None and not self._round.done:
+            log.warning(
+                "relay: the last heartbeat round still has %d of %d cards to go, "
+                "so this one is skipped", self._round.left, len(self._connections),
+            )  # fmt: skip
+            return
+        visit = self._beat_one(replies.heartbeat_line(time.time()))
+        self._round = Round(list(self._connections), visit)
+        self._round.start()
+
+    def _beat_one(self, v2_line: bytes) -> Callable[[CardConnection], None]:
+        """What a heartbeat round does to each connection: drop it when it was
+        silent too long, else write it the heartbeat (``v2_line`` in version 2)."""
+        tick, idle = self.tick, self.config.limits.idle_timeout
+
+        def visit(connection: CardConnection) -> None:
+            if idle and tick - connection.last_tick > idle:
                 connection.drop(f"silent for {idle} heartbeat intervals")
             elif connection.transport is not None and not connection.closing:
                 beat = replies.HEARTBEAT if connection.proto == 1 else v2_line
                 connection.transport.write(beat)
+
+        return visit
 
     def _notify(self, event: str, name: str) -> None:
         for listener in self._listeners:
