@@ -78,6 +78,14 @@ class RawClient:
         self.write(line.encode("latin-1") + b"\r")
         return await self.read_until(until)
 
+    async def read_until_vanished(self, seconds: float = TIMEOUT) -> None:
+        """Read until reading raises because the device went away (or time is up)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while loop.time() < deadline:
+            self._poll()
+            await asyncio.sleep(0.01)
+
     def close(self) -> None:
         """Close the port; a vanished device is fine."""
         with contextlib.suppress(OSError, serial.SerialException):

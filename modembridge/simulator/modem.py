@@ -101,6 +101,8 @@ class SimulatedModem:
         self._boot_task: asyncio.Task[None] | None = None
         self._power_task: asyncio.Task[None] | None = None
         self._hung = False
+        self._boots = 0
+        self._booted_now = asyncio.Event()
         self._inbound: deque[tuple[float, bytes]] = deque()
         self._inbound_timer: asyncio.TimerHandle | None = None
 
@@ -126,6 +128,16 @@ class SimulatedModem:
     def name(self) -> str:
         """The device as log lines name it (``pts/7``, or the link's file name)."""
         return self._terminal.name
+
+    @property
+    def boots(self) -> int:
+        """How many times the module has booted (printed its boot URCs) so far."""
+        return self._boots
+
+    async def wait_booted(self, count: int) -> None:
+        """Return once the module has booted ``count`` times since ``start``."""
+        while self._boots < count:
+            await self._booted_now.wait()
 
     @property
     def violations(self) -> list[Violation]:
@@ -195,6 +207,9 @@ class SimulatedModem:
         for text in self._boot_urcs()[0]:
             self.personality.urc(text)
         self._radio.boot()
+        self._boots += 1
+        self._booted_now.set()
+        self._booted_now = asyncio.Event()
 
     def _boot_urcs(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """The boot URCs before the SIM is ready, and those once it is."""
