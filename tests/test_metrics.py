@@ -69,7 +69,6 @@ def test_counters_and_gauges_show_what_was_recorded(metrics: RelayMetrics) -> No
     assert samples[("relay_errors_total", (("error", "wrong_format"),))] == 1
     assert samples[("relay_heartbeat_round_seconds_count", ())] == 1
     assert samples[("relay_write_pauses_total", ())] == 1
-    assert samples[("relay_cards_write_paused", ())] == 1
     assert samples[("relay_write_buffer_bytes", ())] == 1000
     assert samples[("relay_write_buffer_largest_bytes", ())] == 600
     assert samples[("relay_cluster_connected", ())] == 1
