@@ -15,6 +15,14 @@ module brought up; a ``/dev/ttyUSBn`` that the udev rules also name is waited fo
 under its stable name, since a re-enumerated module may come back as another
 ``ttyUSB``. Attempts are spaced by an exponential backoff; the first failure of
 a cycle is logged at WARNING, the repeats at DEBUG.
+
+A relay that is down is not the module's fault, and no remedy of the module fixes it.
+When the module reports that the relay refused or timed out the connection (or the
+relay closed it before the card was registered) and the module still answers with its
+bearer up, the supervisor stays at the first rung: it reopens the socket, with the
+same capped backoff, for as long as it takes, and says so once at WARNING. The ladder
+is climbed only while the module's side fails: the bearer does not come up, commands
+time out, sockets fail with bearer or name resolution errors.
 """
 
 from __future__ import annotations
@@ -31,9 +39,16 @@ from pathlib import Path
 
 from modembridge import udev
 from modembridge.discovery import find_module_ports
-from modembridge.errors import BearerError, ModemError, PortVanished, RelayRefused
+from modembridge.errors import (
+    BearerError,
+    ModemError,
+    PortVanished,
+    RelayRefused,
+    SocketError,
+)
 from modembridge.modem import EventKind, Modem, ModemEvent
 from modembridge.pipe import BytePipe
+from modembridge.relayclient import RelayClosed
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -57,7 +72,17 @@ class Cause(enum.Enum):
     BEARER = "bearer lost"
     REBOOTED = "module rebooted"
     PORT = "port vanished"
+    RELAY = "relay unreachable"
     ERROR = "error"
+
+
+class _Phase(enum.Enum):
+    """How far the current attempt got: it tells a relay that is down from the rest."""
+
+    OPENING = "opening the socket"
+    REGISTERING = "registering the card"
+    ONLINE = "online"
+    RECOVERING = "applying a remedy"
 
 
 class Remedy(enum.IntEnum):
@@ -73,9 +98,22 @@ _FIRST_RUNG = {
     Cause.SOCKET: Remedy.REOPEN_SOCKET,
     Cause.HEARTBEAT: Remedy.REOPEN_SOCKET,
     Cause.ERROR: Remedy.REOPEN_SOCKET,
+    Cause.RELAY: Remedy.REOPEN_SOCKET,
     Cause.BEARER: Remedy.REACTIVATE_BEARER,
     Cause.REBOOTED: Remedy.REACTIVATE_BEARER,
 }
+
+
+RELAY_UNREACHABLE = {
+    "sim7600": frozenset({1, 10}),
+    "ec20": frozenset({566, 569}),
+}
+"""Socket open results, by family, that say the relay refused or timed out the connect.
+
+SIM7600 ``+CIPOPEN: <link>,1`` (connection refused or network failure) and ``,10``
+(connect timeout); EC20 ``+QIOPEN: <id>,566`` (socket connect failed) and ``,569``
+(operation timeout). Each is taken for the relay's side only while the bearer is up.
+"""
 
 
 class LinkLost(ModemError):
@@ -139,6 +177,8 @@ class Supervisor:
         self._remedy = Remedy.REOPEN_SOCKET
         self._rung_failures = 0
         self._cycle_started = 0.0
+        self._relay_down_said = False
+        self._phase = _Phase.OPENING
         self._tasks: set[asyncio.Task[None]] = set()
         self.watched = port
 
@@ -158,7 +198,7 @@ class Supervisor:
             except RelayRefused:
                 raise
             except ModemError as exc:
-                cause = self._cause_of(exc)
+                cause = await self._diagnose(exc)
                 await self._recover(cause, exc)
             else:
                 return
@@ -176,6 +216,8 @@ class Supervisor:
         self.failures = 0
         self._rung_failures = 0
         self._remedy = Remedy.REOPEN_SOCKET
+        self._relay_down_said = False
+        self._phase = _Phase.ONLINE
         self._set_state(LinkState.ONLINE, f"{self.relay[0]}:{self.relay[1]}")
 
     async def shutdown(self) -> bool:
@@ -201,7 +243,9 @@ class Supervisor:
             raise LinkLost(Cause.PORT, f"{self.port} is not open")
         self._set_state(LinkState.CONNECTING, f"{self.relay[0]}:{self.relay[1]}")
         self._event_cause = None
+        self._phase = _Phase.OPENING
         self._pipe = await modem.open_socket(*self.relay)
+        self._phase = _Phase.REGISTERING
         try:
             await session(self._pipe)
         except OSError as exc:
@@ -209,6 +253,32 @@ class Supervisor:
             raise LinkLost(Cause.SOCKET, str(exc) or type(exc).__name__) from exc
         finally:
             await self._close_pipe()
+
+    async def _diagnose(self, exc: ModemError) -> Cause:
+        """Why the session failed; asks the module when the relay is suspect."""
+        cause = self._cause_of(exc)
+        modem = self.modem
+        if modem is None or not self._relay_side(exc, cause):
+            return cause
+        try:
+            bearer_up = await modem.bearer_active()
+        except ModemError as probe_exc:
+            _LOGGER.debug(
+                "card[%s]: module did not say whether its bearer is up: %s",
+                self.card,
+                probe_exc,
+            )
+            return cause
+        return Cause.RELAY if bearer_up else Cause.BEARER
+
+    def _relay_side(self, exc: ModemError, cause: Cause) -> bool:
+        """Whether the relay refused or timed out the connect, or closed it at once."""
+        if self._phase is _Phase.REGISTERING:
+            return isinstance(exc, RelayClosed) or cause is Cause.SOCKET
+        if self._phase is not _Phase.OPENING or self.modem is None:
+            return False
+        codes = RELAY_UNREACHABLE.get(self.modem.facts.family, frozenset())
+        return isinstance(exc, SocketError) and exc.code in codes
 
     def _cause_of(self, exc: ModemError) -> Cause:
         if isinstance(exc, PortVanished):
@@ -227,12 +297,14 @@ class Supervisor:
             remedy = self._count_failure(cause, exc)
             self._set_state(LinkState.RECOVERING, f"{cause.value}: {exc}")
             await asyncio.sleep(self.policy.backoff(self.failures))
+            # What fails from here on is the remedy's own doing.
+            self._phase, self._event_cause = _Phase.RECOVERING, None
             try:
                 await self._apply(cause, remedy)
             except RelayRefused:
                 raise
             except ModemError as retry_exc:
-                cause, exc = self._cause_of(retry_exc), retry_exc
+                cause, exc = await self._diagnose(retry_exc), retry_exc
             else:
                 return
 
@@ -242,6 +314,9 @@ class Supervisor:
             self._cycle_started = time.monotonic()
         self.failures += 1
         remedy = self._climb(cause)
+        if cause is Cause.RELAY:
+            self._relay_down(exc)
+            return remedy
         action = "wait for the port" if remedy is None else remedy.name.lower()
         level = logging.WARNING if self.failures == 1 else logging.DEBUG
         _LOGGER.log(
@@ -255,9 +330,28 @@ class Supervisor:
         )
         return remedy
 
+    def _relay_down(self, exc: Exception) -> None:
+        """Say once a cycle that only the relay fails; the repeats go to DEBUG."""
+        level = logging.DEBUG if self._relay_down_said else logging.WARNING
+        self._relay_down_said = True
+        _LOGGER.log(
+            level,
+            "card[%s]: relay %s:%d unreachable (%s), failure %d; the module and its "
+            "bearer are up, so only the socket is retried, at most every %g s",
+            self.card,
+            self.relay[0],
+            self.relay[1],
+            exc,
+            self.failures,
+            self.policy.backoff_max,
+        )
+
     def _climb(self, cause: Cause) -> Remedy | None:
         if cause is Cause.PORT:
             return None
+        if cause is Cause.RELAY:
+            # Nothing on the module's side is wrong: stay on the first rung.
+            return Remedy.REOPEN_SOCKET
         first = _FIRST_RUNG[cause]
         if first > self._remedy:
             self._remedy, self._rung_failures = first, 0

@@ -46,6 +46,9 @@ from modembridge.supervisor import (
 )
 from relayserver.server import RelayConfig, RelayServer
 
+NETWORK_FAILURE = 1
+"""SIM7600 ``+CIPOPEN: <link>,1``: the connect was refused, or the network failed."""
+
 FAST = RecoveryPolicy(attempts_per_remedy=2, backoff_base=0.01, backoff_max=0.05)
 
 
@@ -120,11 +123,16 @@ class LoopbackModem(Modem):
         self.alive()
         self.log.append("open_socket")
         if not self.bearer:
-            raise SocketError("no bearer")
+            # A SIM7600 reports a lost bearer and a refused connect alike.
+            raise SocketError("+CIPOPEN: 0,1", code=NETWORK_FAILURE)
         if self.failing_opens:
             self.failing_opens -= 1
             raise SocketError("+CIPOPEN: 0,4")
-        socket = LoopbackSocket(await TcpPipe.connect(host, port), len(self.sockets))
+        try:
+            pipe = await TcpPipe.connect(host, port)
+        except OSError as exc:
+            raise SocketError("+CIPOPEN: 0,1", code=NETWORK_FAILURE) from exc
+        socket = LoopbackSocket(pipe, len(self.sockets))
         self.sockets.append(socket)
         return socket
 
@@ -281,6 +289,78 @@ async def test_repeated_failures_climb_the_ladder_up_to_a_reset(
     failures = [r for r in caplog.records if "link failed" in r.getMessage()]
     assert [r.levelname for r in failures] == ["WARNING"] + ["DEBUG"] * 6
     assert "card[A]" in failures[0].getMessage()
+    await stop(bench, task)
+
+
+class LogWatch(logging.Handler):
+    """Counts the supervisor's log records that contain a text, and wakes waiters."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.text = text
+        self.count = 0
+        self.changed = asyncio.Event()
+        self.logger = logging.getLogger("modembridge.supervisor")
+
+    def __enter__(self) -> "LogWatch":
+        self.logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.logger.removeHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.count += 1
+            self.changed.set()
+
+    async def until(self, count: int, within: float = 5) -> None:
+        async with asyncio.timeout(within):
+            while self.count < count:
+                self.changed.clear()
+                await self.changed.wait()
+
+
+async def test_a_relay_that_is_down_is_retried_at_the_socket_only(
+    tmp_path: Path, relay: RelayServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, "modembridge.supervisor")
+    bench, task = await run_bench(tmp_path, relay)
+    port = relay.port
+
+    with LogWatch("unreachable") as watch:
+        await relay.close()
+        await watch.until(6)
+    back = RelayServer(RelayConfig(host="127.0.0.1", port=port, heartbeat=30))
+    await back.start()
+    await bench.until_online()
+
+    assert set(bench.log) == {"open_socket"}  # no bearer, radio or reset remedy
+    down = [r for r in caplog.records if "unreachable" in r.getMessage()]
+    assert [r.levelname for r in down[:3]] == ["WARNING", "DEBUG", "DEBUG"]
+    assert "card[A]: relay 127.0.0.1:" in down[0].getMessage()
+    assert "only the socket is retried" in down[0].getMessage()
+    await stop(bench, task)
+    await back.close()
+
+
+async def test_a_refused_open_without_a_bearer_reactivates_it_at_once(
+    tmp_path: Path, relay: RelayServer
+) -> None:
+    bench, task = await run_bench(tmp_path, relay)
+
+    bench.modem.bearer = False  # lost without a word from the module
+    await bench.modem.sockets[-1].pipe.close()
+    await bench.until_online()
+
+    assert bench.log == [
+        "open_socket",
+        "bearer_down",
+        "prepare",
+        "apn cmnet",
+        "bearer_up",
+        "open_socket",
+    ]
     await stop(bench, task)
 
 
