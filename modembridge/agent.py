@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import TextIO
 
 from modembridge.bringup import BringUpReport, bring_up
-from modembridge.detect import open_modem
+from modembridge.detect import FAMILIES, open_modem
 from modembridge.modem import Modem
 from modembridge.outbox import Outbox, OutboxFull, Outgoing
 from modembridge.pipe import BytePipe
@@ -111,11 +111,27 @@ class AgentConfig:
     patience: float = 120.0
     window: int = 1
     policy: RecoveryPolicy = field(default_factory=RecoveryPolicy)
+    command_timeout: float | None = None
 
     def __post_init__(self) -> None:
         """Raw bridging needs both ends: a listener and a target card."""
         if self.raw and (self.listen is None or self.to is None):
             raise ValueError("raw bridging needs --listen and --to")
+
+
+def capped_timeouts(cap: float | None) -> dict[str, float] | None:
+    """Per-command time limits of every dialect, none above ``cap`` seconds.
+
+    A command whose limit differs between dialects gets the longer one, up to the cap.
+    None (no cap) leaves every dialect its own limits.
+    """
+    if cap is None:
+        return None
+    limits: dict[str, float] = {}
+    for _, dialect in FAMILIES:
+        for name, command in dialect.COMMANDS.items():
+            limits[name] = min(cap, max(limits.get(name, 0.0), command.seconds))
+    return limits
 
 
 def parse_line(line: str, default_to: str | None) -> tuple[str, str]:
@@ -190,7 +206,8 @@ class Agent:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def _open_modem(self, port: str) -> Modem:
-        return await open_modem(port, wire_log=self.config.wire_log)
+        timeouts = capped_timeouts(self.config.command_timeout)
+        return await open_modem(port, wire_log=self.config.wire_log, timeouts=timeouts)
 
     async def _bring_up(self, modem: Modem) -> BringUpReport:
         self._progress_shown.clear()

@@ -144,15 +144,13 @@ async def test_the_module_is_usable_by_the_next_run(
     assert free_port()  # nothing left bound
 
 
-async def test_a_long_outage_climbs_to_a_module_reset_and_comes_back(
-    modules: dict[str, SimulatedModem],
-) -> None:
-    port = free_port()
-    card = await Process.start(
+async def attach_to_itself(module: SimulatedModem, port: int, *flags: str) -> Process:
+    """An ``attach`` of card A that sends to itself, with fast retries and -vv."""
+    return await Process.start(
         "card A",
         *MODEMBRIDGE,
         "attach",
-        modules["A"].path,
+        module.path,
         "--card",
         "A",
         "--to",
@@ -164,29 +162,74 @@ async def test_a_long_outage_climbs_to_a_module_reset_and_comes_back(
         "--backoff-max",
         "0.2",
         "-vv",
+        *flags,
         stdin=True,
     )
+
+
+def remedies(card: Process) -> list[str]:
+    """The remedy the supervisor chose after each failure, in order."""
+    return [line.rsplit("next: ", 1)[1] for line in card.err if "next: " in line]
+
+
+async def test_a_relay_that_is_down_is_retried_at_the_socket_only(
+    modules: dict[str, SimulatedModem],
+) -> None:
+    port = free_port()
+    card = await attach_to_itself(modules["A"], port)
     relay = RelayServer(RelayConfig(host="127.0.0.1", port=port, heartbeat=0.5))
     try:
-        # No relay: every socket open is refused, so the ladder climbs.
-        await card.wait_for(lambda: card.count("next: reset_module") >= 1, "a reset")
-        await card.wait_for(lambda: card.count("waiting for the port") >= 1, "port")
+        # No relay: every open is refused (+QIOPEN: 0,566) while the bearer is up.
+        await card.wait_for(lambda: card.count("unreachable") >= 8, "retries")
+        card.write("while the relay is down")
         await relay.start()
         await card.wait_for(lambda: card.count("online via") == 1, "online")
-        card.write("after the climb")
-        await card.wait_for(lambda: card.out == ["A: after the climb"], "delivery")
-        remedies = [
-            line.rsplit("next: ", 1)[1] for line in card.err if "next: " in line
+        await card.wait_for(lambda: bool(card.out), "delivery")
+        assert card.out == ["A: while the relay is down"]
+        down = [line for line in card.err if "supervisor: card[A]: relay" in line]
+        assert "WARNING" in down[0]
+        assert "only the socket is retried" in down[0]
+        assert all("DEBUG" in line for line in down[1:]), "\n".join(card.err)
+        assert remedies(card) == []
+        assert card.count("radio") == card.count("reset") == 0
+    finally:
+        await card.stop()
+        await relay.close()
+
+
+async def test_a_hung_module_climbs_to_a_reset_and_comes_back(
+    modules: dict[str, SimulatedModem],
+) -> None:
+    port = free_port()
+    relay = RelayServer(RelayConfig(host="127.0.0.1", port=port, heartbeat=0.5))
+    await relay.start()
+    flags = ("--command-timeout", "1", "--silence", "1.5")
+    card = await attach_to_itself(modules["A"], port, *flags)
+    try:
+        await card.wait_for(lambda: card.count("online via") == 1, "online")
+        modules["A"].hang()
+        card.write("handed over while the module hangs")
+        await card.wait_for(lambda: "reset_module" in remedies(card), "a reset")
+        modules["A"].resume()
+        await card.wait_for(lambda: card.count("online via") == 2, "back online")
+        await card.wait_for(lambda: bool(card.out), "delivery")
+        card.write("after the reset")
+        await card.wait_for(lambda: len(card.out) == 2, "second delivery")
+
+        assert card.out == [
+            "A: handed over while the module hangs",
+            "A: after the reset",
         ]
-        assert remedies[:7] == [
+        climbed = remedies(card)
+        assert climbed[: climbed.index("reset_module")] == [
             "reopen_socket",
             "reopen_socket",
             "reactivate_bearer",
             "reactivate_bearer",
             "cycle_radio",
             "cycle_radio",
-            "reset_module",
         ]
+        assert card.count("waiting for the port") >= 1  # the reset rebooted it
     finally:
         await card.stop()
         await relay.close()

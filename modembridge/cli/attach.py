@@ -70,6 +70,13 @@ _SECONDS = click.FloatRange(min=0.0, min_open=True)
 )
 @click.option("--backoff-max", type=_SECONDS, default=60.0, show_default=True)
 @click.option(
+    "--command-timeout",
+    type=_SECONDS,
+    default=None,
+    help="Longest wait for any one AT command, so a hung module is noticed sooner "
+    "[default: each command's own limit, up to 150 s].",
+)
+@click.option(
     "--patience",
     type=_SECONDS,
     default=120.0,
@@ -100,6 +107,7 @@ def attach(
     silence: float | None,
     backoff: float,
     backoff_max: float,
+    command_timeout: float | None,
     patience: float,
     window: int,
     wire_log: Path | None,
@@ -126,6 +134,7 @@ def attach(
         patience=patience,
         window=window,
         policy=RecoveryPolicy(backoff_base=backoff, backoff_max=backoff_max),
+        command_timeout=command_timeout,
     )
     run(_attach(config), port)
 
