@@ -486,9 +486,12 @@ class DialectSocket(ModemSocket):
         else:
             await self.close_on_module()
 
-    @abstractmethod
     async def drain_piece(self) -> bytes:
         """Read once from the module's buffer; ``b""`` when it is empty."""
+        response = await self.modem.run(
+            "read", link=self.link, length=self.modem.facts.max_read
+        )
+        return b"".join(payload.data for payload in response.payloads)
 
     @abstractmethod
     async def send_piece(self, data: bytes) -> None:

@@ -181,13 +181,6 @@ class Ec20Socket(DialectSocket):
 
     modem: Ec20
 
-    async def drain_piece(self) -> bytes:
-        """``AT+QIRD=<id>,<max>``: the payload, empty at ``+QIRD: 0``."""
-        response = await self.modem.run(
-            "read", link=self.link, length=self.modem.facts.max_read
-        )
-        return b"".join(payload.data for payload in response.payloads)
-
     async def send_piece(self, data: bytes) -> None:
         """``AT+QISEND``, ``> ``, bytes, ``SEND OK``."""
         modem = self.modem

@@ -188,13 +188,6 @@ class Sim7600Socket(DialectSocket):
 
     modem: Sim7600
 
-    async def drain_piece(self) -> bytes:
-        """``AT+CIPRXGET=2,<link>,<max>``: the payload, empty once drained."""
-        response = await self.modem.run(
-            "read", link=self.link, length=self.modem.facts.max_read
-        )
-        return b"".join(payload.data for payload in response.payloads)
-
     async def send_piece(self, data: bytes) -> None:
         """``AT+CIPSEND``, prompt, bytes, ``OK``, then ``+CIPSEND: l,req,cnf``."""
         modem = self.modem
