@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,7 @@ from modembridge.detect import open_modem
 from modembridge.errors import PortVanished
 from modembridge.modem import EventKind, Modem, ModemEvent
 from modembridge.simulator import SimConfig, SimulatedModem
+from tests.transcript import replay
 
 MODELS = ["sim7600", "ec20"]
 
@@ -111,6 +113,32 @@ async def test_a_reboot_makes_the_port_vanish(
     with pytest.raises(PortVanished):
         await modem.signal()
     await rebooting
+
+
+@pytest.mark.parametrize("model", MODELS)
+async def test_a_wire_log_capture_replays_like_a_recording(
+    model: str, echo_port: int, tmp_path: Path
+) -> None:
+    capture = tmp_path / "capture.txt"
+    data = b"one\r\nOK\r\n> two"
+    module = SimulatedModem(SimConfig(model=model, fragment=5))
+    await module.start()
+    modem = await open_modem(module.path, wire_log=capture)
+    try:
+        await bring_up(modem, "internet")
+        socket = await modem.open_socket("127.0.0.1", echo_port)
+        await socket.write(data)
+        received = b""
+        while len(received) < len(data):
+            received += await asyncio.wait_for(socket.read(), 10)
+    finally:
+        await modem.close()
+        await module.stop()
+
+    events = replay(capture, bytewise=False)
+    assert replay(capture, bytewise=True) == events
+    payloads = [e for e in events if e.startswith("payload ")]
+    assert payloads[-1].endswith(repr(data))
 
 
 @pytest.mark.parametrize("model", MODELS)

@@ -35,6 +35,9 @@ COMMANDS_IN_NOTES = {
     "sim7600-12": ("(host sent AT+CIPSEND", "AT+CIPSEND=1,10"),
 }
 
+# A line of a capture written by the channel's wire log: a timestamp, then the mark.
+_STAMP = re.compile(r"\d{4}-\d\d-\d\dT[\d:.]+Z (?=[<>] )")
+
 SEND = re.compile(r"AT\+(?:CIPSEND|QISEND)=\d+,[1-9]\d*", re.IGNORECASE)
 _ESCAPE = re.compile(rb"\\(r|n|\\|x[0-9a-fA-F]{2})")
 
@@ -64,14 +67,17 @@ def unescape(text: str) -> bytes:
 
 
 def steps(path: Path) -> list[Step]:
-    """The dialogue of one recording."""
-    exact = path.name.startswith(BYTE_EXACT)
+    """The dialogue of one recording, or of a capture the wire log wrote."""
+    written = path.read_text(encoding="utf-8").splitlines()
+    captured = any(_STAMP.match(line) for line in written)
+    lines = [_unstamped(line) for line in written]
+    exact = captured or path.name.startswith(BYTE_EXACT)
     parsed = path.name.startswith(PARSED_LINES)
     note = next(
         (v for k, v in COMMANDS_IN_NOTES.items() if path.name.startswith(k)), None
     )
     result = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in lines:
         mark, text = line[:1], line[2:]
         if mark == "#":
             if note is not None and note[0] in line:
@@ -85,6 +91,11 @@ def steps(path: Path) -> list[Step]:
                 data += b"\r\n"
             result.append(Step("modem", data))
     return result
+
+
+def _unstamped(line: str) -> str:
+    match = _STAMP.match(line)
+    return line[match.end() :] if match else line
 
 
 def replay(path: Path, *, bytewise: bool) -> list[str]:
