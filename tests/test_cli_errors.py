@@ -142,7 +142,7 @@ def test_a_missing_port_names_its_environment_variable() -> None:
     )
 
     assert result.returncode == 2
-    assert "Missing argument 'PORT'" in result.stderr
+    assert "Missing argument 'PORT' (or set MODEMBRIDGE_PORT)." in result.stderr
 
 
 def test_at_refuses_a_command_that_is_not_one(not_a_modem: NotAModem) -> None:

@@ -79,8 +79,21 @@ class HostPort(click.ParamType[tuple[str, int]]):
             self.fail(str(exc), param, ctx)
 
 
+def _port_given(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
+    """The port, or a usage error that also names its environment variable."""
+    if not value:
+        raise click.UsageError(
+            "Missing argument 'PORT' (or set MODEMBRIDGE_PORT).", ctx=ctx
+        )
+    return value
+
+
 port_argument = click.argument(
-    "port", envvar="MODEMBRIDGE_PORT", type=click.Path(dir_okay=False)
+    "port",
+    envvar="MODEMBRIDGE_PORT",
+    type=click.Path(dir_okay=False),
+    required=False,
+    callback=_port_given,
 )
 server_option = click.option(
     "--server",
