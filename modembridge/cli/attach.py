@@ -68,7 +68,13 @@ _SECONDS = click.FloatRange(min=0.0, min_open=True)
     show_default=True,
     help="First wait between recovery attempts; it doubles up to --backoff-max.",
 )
-@click.option("--backoff-max", type=_SECONDS, default=60.0, show_default=True)
+@click.option(
+    "--backoff-max",
+    type=_SECONDS,
+    default=60.0,
+    show_default=True,
+    help="Longest wait between recovery attempts.",
+)
 @click.option(
     "--command-timeout",
     type=_SECONDS,
