@@ -43,6 +43,8 @@ async def module(request: pytest.FixtureRequest) -> AsyncIterator[SimulatedModem
     await module.start()
     yield module
     await module.stop()
+    # Whatever a test did to the module, the driver kept the AT discipline.
+    assert module.violations == []
 
 
 @pytest.fixture
