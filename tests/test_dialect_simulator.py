@@ -15,7 +15,7 @@ import pytest
 
 from modembridge.bringup import bring_up
 from modembridge.detect import open_modem
-from modembridge.errors import PortVanished
+from modembridge.errors import ModemTimeout, PortVanished
 from modembridge.modem import EventKind, Modem, ModemEvent
 from modembridge.simulator import SimConfig, SimulatedModem
 from tests.transcript import replay
@@ -115,6 +115,21 @@ async def test_a_reboot_makes_the_port_vanish(
     with pytest.raises(PortVanished):
         await modem.signal()
     await rebooting
+
+
+async def test_a_module_that_stops_answering_times_out_naming_the_command(
+    module: SimulatedModem,
+) -> None:
+    modem = await open_modem(module.path, timeouts={"signal": 0.3})
+    try:
+        module.hang()
+        with pytest.raises(ModemTimeout, match=r"AT\+CSQ") as raised:
+            await modem.signal()
+        module.resume()
+        assert isinstance(raised.value, TimeoutError)
+        assert raised.value.command == "AT+CSQ"
+    finally:
+        await modem.close()
 
 
 @pytest.mark.parametrize("model", MODELS)
