@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,24 @@ def exchange(port: serial.Serial, line: bytes, until: bytes) -> bytes:
     """Write ``line`` and read until ``until`` (blocking, with the port's timeout)."""
     port.write(line)
     return port.read_until(until)
+
+
+@contextlib.contextmanager
+def simulating(*args: str, stop: int = signal.SIGTERM) -> Iterator[str]:
+    """Run ``modembridge simulate`` with ``args``; the path it printed first.
+
+    On leaving, the process gets ``stop`` and must exit with status 0.
+    """
+    process = subprocess.Popen([*COMMAND, *args], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        yield process.stdout.readline().strip()
+        process.send_signal(stop)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def wait_until(condition: Callable[[], bool]) -> None:
@@ -43,36 +62,19 @@ def test_durations() -> None:
 
 def test_prints_the_path_first_and_stops_on_sigterm(tmp_path: Path) -> None:
     link = tmp_path / "ttySIM0"
-    process = subprocess.Popen(
-        [*COMMAND, "--model", "ec20", "--link", str(link), "--latency", "5ms"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        assert process.stdout.readline() == f"{link}\n"
+    options = ("--model", "ec20", "--link", str(link), "--latency", "5ms")
+    with simulating(*options) as path:
+        assert path == str(link)
         assert os.readlink(link).startswith("/dev/pts/")
-        with serial.Serial(str(link), 115200, timeout=3) as port:
+        with serial.Serial(path, 115200, timeout=3) as port:
             assert exchange(port, b"ATE0\r", b"OK\r\n").endswith(b"ATE0\r\r\nOK\r\n")
             assert exchange(port, b"AT+CGMM\r", b"OK\r\n") == b"\r\nEC20F\r\n\r\nOK\r\n"
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=10) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     assert not link.exists()
 
 
 def test_start_faults_from_flags() -> None:
-    process = subprocess.Popen(
-        [*COMMAND, "--no-sim", "--imei", "123456789012345", "--no-signal"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        path = process.stdout.readline().strip()
+    options = ("--no-sim", "--imei", "123456789012345", "--no-signal")
+    with simulating(*options, stop=signal.SIGINT) as path:
         assert path.startswith("/dev/pts/")
         with serial.Serial(path, 115200, timeout=3) as port:
             exchange(port, b"ATE0\r", b"OK\r\n")
@@ -86,12 +88,6 @@ def test_start_faults_from_flags() -> None:
                 exchange(port, b"AT+CSQ\r", b"OK\r\n")
                 == b"\r\n+CSQ: 99,99\r\n\r\nOK\r\n"
             )
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=10) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 def test_bad_flag_values_are_usage_errors() -> None:
@@ -109,14 +105,8 @@ def test_bad_flag_values_are_usage_errors() -> None:
 
 def test_control_socket_reboots_the_module(tmp_path: Path) -> None:
     link, control = tmp_path / "ttySIM1", tmp_path / "sim.ctl"
-    process = subprocess.Popen(
-        [*COMMAND, "--link", str(link), "--control", str(control)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        assert process.stdout.readline() == f"{link}\n"
+    with simulating("--link", str(link), "--control", str(control)) as path:
+        assert path == str(link)
         with serial.Serial(str(link), 115200, timeout=3) as port:
             assert exchange(port, b"ATE0\r", b"OK\r\n").endswith(b"ATE0\r\r\nOK\r\n")
         with socket.socket(socket.AF_UNIX) as sock:
@@ -128,10 +118,4 @@ def test_control_socket_reboots_the_module(tmp_path: Path) -> None:
         wait_until(link.exists)
         with serial.Serial(str(link), 115200, timeout=3) as port:
             assert exchange(port, b"AT\r", b"OK\r\n").endswith(b"AT\r\r\nOK\r\n")
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=10) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     assert not control.exists()
