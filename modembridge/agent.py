@@ -88,6 +88,8 @@ CLIENT_BACKLOG = 1024 * 1024
 """Bytes a local program may leave unread before it is disconnected."""
 MAX_LINE = 64 * 1024
 """Longest line an endpoint accepts: the relay's request bound."""
+READ_SIZE = 64 * 1024
+"""Bytes one read of a line endpoint takes at most."""
 
 
 @dataclass(frozen=True)
@@ -442,7 +444,7 @@ class Agent:
             self._tasks.append(asyncio.create_task(self._read_stdin(self.stdin)))
 
     async def _read_stdin(self, reader: asyncio.StreamReader) -> None:
-        async for line in _lines(reader):
+        async for line in _lines(reader, self.config.card):
             self.hand_over(line)
         self.stop()
 
@@ -456,7 +458,7 @@ class Agent:
             if self.config.raw:
                 await self._bridge_raw(reader, writer)
             else:
-                async for line in _lines(reader):
+                async for line in _lines(reader, self.config.card):
                     self.hand_over(line, writer)
         finally:
             self._clients.discard(writer)
@@ -495,18 +497,33 @@ class Agent:
             self._started = time.monotonic()
 
 
-async def _lines(reader: asyncio.StreamReader) -> AsyncIterator[str]:
-    """Lines from a stream, without their ending; an overlong line is skipped."""
-    while True:
-        try:
-            raw = await reader.readline()
-        except ValueError:
-            # The line outgrew the stream's limit; drop it and keep reading.
-            _LOGGER.warning("endpoint: line longer than %d bytes skipped", MAX_LINE)
-            continue
-        if not raw:
-            return
-        yield raw.decode(errors="replace").rstrip("\r\n")
+async def _lines(reader: asyncio.StreamReader, card: str) -> AsyncIterator[str]:
+    """Lines from a stream, without their ending; an overlong line is skipped whole."""
+    pending = b""
+    skipping = False
+    while chunk := await reader.read(READ_SIZE):
+        *whole, pending = (pending + chunk).split(b"\n")
+        for raw in whole:
+            if not skipping and _fits(raw, card):
+                yield _text(raw)
+            skipping = False
+        if skipping or not _fits(pending, card):
+            # The rest of the line, up to its end, goes with it.
+            pending, skipping = b"", True
+    if pending and not skipping:
+        yield _text(pending)
+
+
+def _fits(line: bytes, card: str) -> bool:
+    """Whether a line is within the bound; one that is not is logged."""
+    if len(line) <= MAX_LINE:
+        return True
+    _LOGGER.warning("card[%s]: line longer than %d bytes skipped", card, MAX_LINE)
+    return False
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode(errors="replace").rstrip("\r")
 
 
 def _print_status(text: str) -> None:

@@ -9,7 +9,13 @@ import pytest
 from test_relayclient_session import V1Relay
 from test_supervisor import FAST, LoopbackModem
 
-from modembridge.agent import Agent, AgentConfig, format_delivery, parse_line
+from modembridge.agent import (
+    MAX_LINE,
+    Agent,
+    AgentConfig,
+    format_delivery,
+    parse_line,
+)
 from modembridge.modem import Modem
 from relayserver.server import RelayConfig, RelayServer
 
@@ -157,6 +163,32 @@ async def test_listen_bridges_local_programs(
     a.agent.stop()
     await asyncio.wait_for(a.task, 10)  # type: ignore[arg-type]
     await b.finish()
+
+
+async def test_an_overlong_line_is_skipped_whole_with_a_warning(
+    tmp_path: Path, relay: RelayServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    listen = ("127.0.0.1", 0)
+    a = await Card(tmp_path, relay, "A", listen=listen, to="B").start()
+    b = await Card(tmp_path, relay, "B").start()
+    assert a.agent.listening is not None
+    _, writer = await asyncio.open_connection(*a.agent.listening)
+
+    for _ in range(12):  # in pieces, as a slow program would write it
+        writer.write(b"x" * (MAX_LINE // 4))
+        await writer.drain()
+        await asyncio.sleep(0.01)
+    writer.write(b" tail of the long line\n" + b"y" * (MAX_LINE + 1) + b"\n")
+    writer.write(b"the next line\n")
+
+    assert await b.stdout.wait_for(lambda x: x) == ["A: the next line"]
+    skipped = [r for r in caplog.records if "line longer than" in r.getMessage()]
+    assert [r.getMessage()[:8] for r in skipped] == ["card[A]:"] * 2
+    writer.close()
+    a.agent.stop()
+    await asyncio.wait_for(a.task, 10)  # type: ignore[arg-type]
+    await b.finish()
+    assert b.stdout.lines == ["A: the next line"]
 
 
 async def test_deliveries_wait_for_the_first_local_program(
