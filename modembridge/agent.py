@@ -202,6 +202,7 @@ class Agent:
         self._held_for_clients: collections.deque[bytes] = collections.deque(
             maxlen=HELD_LINES
         )
+        self._dropped_unheld = 0
         self._server: asyncio.Server | None = None
         self.listening: tuple[str, int] | None = None
         self.online = asyncio.Event()
@@ -389,13 +390,19 @@ class Agent:
 
     def _to_clients(self, data: bytes) -> None:
         if not self._clients:
-            self._held_for_clients.append(data)
-            if len(self._held_for_clients) == self._held_for_clients.maxlen:
-                _LOGGER.warning(
-                    "card[%s]: no local program connected; holding the last %d",
+            held = self._held_for_clients
+            if len(held) == held.maxlen:
+                self._dropped_unheld += 1
+                level = logging.WARNING if self._dropped_unheld == 1 else logging.DEBUG
+                _LOGGER.log(
+                    level,
+                    "card[%s]: no local program connected; holding the last %d "
+                    "deliveries, %d older dropped",
                     self.config.card,
-                    len(self._held_for_clients),
+                    len(held),
+                    self._dropped_unheld,
                 )
+            held.append(data)
             return
         for writer in list(self._clients):
             self._write_to_client(writer, data)
@@ -452,6 +459,7 @@ class Agent:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         self._clients.add(writer)
+        self._dropped_unheld = 0
         while self._held_for_clients:
             self._write_to_client(writer, self._held_for_clients.popleft())
         try:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from test_relayclient_session import V1Relay
-from test_supervisor import FAST, LoopbackModem
+from test_supervisor import FAST, LogWatch, LoopbackModem
 
 from modembridge.agent import (
     MAX_LINE,
@@ -206,6 +206,29 @@ async def test_deliveries_wait_for_the_first_local_program(
 
     lines = [await asyncio.wait_for(reader.readline(), 5) for _ in range(2)]
     assert lines == [b"B: early 1\n", b"B: early 2\n"]
+    writer.close()
+    a.agent.stop()
+    await asyncio.wait_for(a.task, 10)  # type: ignore[arg-type]
+    await b.finish()
+
+
+async def test_deliveries_beyond_what_is_held_drop_the_oldest_and_say_so(
+    tmp_path: Path, relay: RelayServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("modembridge.agent.HELD_LINES", 3)
+    a = await Card(tmp_path, relay, "A", listen=("127.0.0.1", 0)).start()
+    b = await Card(tmp_path, relay, "B").start()
+
+    with LogWatch("older dropped", "modembridge.agent") as watch:
+        b.type(*(f"A: {n}" for n in range(6)))
+        await watch.until(3)
+    assert a.agent.listening is not None
+    reader, writer = await asyncio.open_connection(*a.agent.listening)
+    held = [await asyncio.wait_for(reader.readline(), 5) for _ in range(3)]
+
+    assert held == [b"B: 3\n", b"B: 4\n", b"B: 5\n"]
+    assert [r.levelname for r in watch.records] == ["WARNING", "DEBUG", "DEBUG"]
+    assert watch.records[0].getMessage().startswith("card[A]: ")
     writer.close()
     a.agent.stop()
     await asyncio.wait_for(a.task, 10)  # type: ignore[arg-type]

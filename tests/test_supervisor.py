@@ -293,25 +293,30 @@ async def test_repeated_failures_climb_the_ladder_up_to_a_reset(
 
 
 class LogWatch(logging.Handler):
-    """Counts the supervisor's log records that contain a text, and wakes waiters."""
+    """Counts a logger's records that contain a text, and wakes waiters."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, logger: str = "modembridge.supervisor") -> None:
         super().__init__(logging.DEBUG)
         self.text = text
         self.count = 0
         self.changed = asyncio.Event()
-        self.logger = logging.getLogger("modembridge.supervisor")
+        self.logger = logging.getLogger(logger)
+        self.records: list[logging.LogRecord] = []
 
     def __enter__(self) -> "LogWatch":
+        self.level = self.logger.level
+        self.logger.setLevel(logging.DEBUG)
         self.logger.addHandler(self)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.logger.removeHandler(self)
+        self.logger.setLevel(self.level)
 
     def emit(self, record: logging.LogRecord) -> None:
         if self.text in record.getMessage():
             self.count += 1
+            self.records.append(record)
             self.changed.set()
 
     async def until(self, count: int, within: float = 5) -> None:
