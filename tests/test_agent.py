@@ -95,6 +95,15 @@ class Card:
         for line in lines:
             self.stdin.feed_data(line.encode() + b"\n")
 
+    async def stop(self, *, at_once: bool = False) -> None:
+        """Stop the agent (at once: without delivering what it holds) and wait."""
+        if at_once:
+            self.agent.interrupt()
+        else:
+            self.agent.stop()
+        assert self.task is not None
+        await asyncio.wait_for(self.task, 10)
+
     async def finish(self) -> None:
         self.stdin.feed_eof()
         assert self.task is not None
@@ -160,8 +169,7 @@ async def test_listen_bridges_local_programs(
     line = await asyncio.wait_for(reader.readline(), 5)
     assert line == b"B: back to the program\n"
     writer.close()
-    a.agent.stop()
-    await asyncio.wait_for(a.task, 10)  # type: ignore[arg-type]
+    await a.stop()
     await b.finish()
 
 
@@ -185,8 +193,7 @@ async def test_an_overlong_line_is_skipped_whole_with_a_warning(
     skipped = [r for r in caplog.records if "line longer than" in r.getMessage()]
     assert [r.getMessage()[:8] for r in skipped] == ["card[A]:"] * 2
     writer.close()
-    a.agent.stop()
-    await asyncio.wait_for(a.task, 10)  # type: ignore[arg-type]
+    await a.stop()
     await b.finish()
     assert b.stdout.lines == ["A: the next line"]
 
@@ -207,8 +214,7 @@ async def test_deliveries_wait_for_the_first_local_program(
     lines = [await asyncio.wait_for(reader.readline(), 5) for _ in range(2)]
     assert lines == [b"B: early 1\n", b"B: early 2\n"]
     writer.close()
-    a.agent.stop()
-    await asyncio.wait_for(a.task, 10)  # type: ignore[arg-type]
+    await a.stop()
     await b.finish()
 
 
@@ -230,8 +236,7 @@ async def test_deliveries_beyond_what_is_held_drop_the_oldest_and_say_so(
     assert [r.levelname for r in watch.records] == ["WARNING", "DEBUG", "DEBUG"]
     assert watch.records[0].getMessage().startswith("card[A]: ")
     writer.close()
-    a.agent.stop()
-    await asyncio.wait_for(a.task, 10)  # type: ignore[arg-type]
+    await a.stop()
     await b.finish()
 
 
@@ -280,8 +285,7 @@ async def test_undeliverable_messages_are_reported_to_whoever_handed_them(
     assert second.startswith(b"! not delivered to Z: 'nobody home'")
     assert any("not delivered to Z" in line for line in a.status.lines)
     writer.close()
-    a.agent.stop()
-    await asyncio.wait_for(a.task, 10)  # type: ignore[arg-type]
+    await a.stop()
 
 
 async def test_messages_handed_over_while_the_link_is_down_arrive_once_in_order(
@@ -313,8 +317,7 @@ async def test_missing_heartbeats_count_as_a_dead_socket(tmp_path: Path) -> None
     await a.status.wait_for(lambda x: any("heartbeats missing" in y for y in x))
     await a.status.wait_for(lambda x: sum("online" in y for y in x) >= 2)
 
-    a.agent.interrupt()
-    await asyncio.wait_for(a.task, 10)  # type: ignore[arg-type]
+    await a.stop(at_once=True)
     await quiet.close()
 
 
@@ -365,6 +368,5 @@ async def test_garbage_from_the_relay_is_skipped_with_a_warning(
 
     assert await a.stdout.wait_for(lambda x: x) == ["Z: still here"]
     assert "card[A]: relay line is not JSON" in caplog.text
-    a.agent.interrupt()
-    await asyncio.wait_for(a.task, 10)  # type: ignore[arg-type]
+    await a.stop(at_once=True)
     server.close()

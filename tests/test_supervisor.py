@@ -49,6 +49,9 @@ from relayserver.server import RelayConfig, RelayServer
 NETWORK_FAILURE = 1
 """SIM7600 ``+CIPOPEN: <link>,1``: the connect was refused, or the network failed."""
 
+REACTIVATION = ["bearer_down", "prepare", "apn cmnet", "bearer_up", "open_socket"]
+"""What the bench's module is asked when its bearer is reactivated."""
+
 FAST = RecoveryPolicy(attempts_per_remedy=2, backoff_base=0.01, backoff_max=0.05)
 
 
@@ -263,13 +266,7 @@ async def test_a_dropped_bearer_is_reactivated(
     await bench.modem.drop_bearer()
     await bench.until_online()
 
-    assert bench.log == [
-        "bearer_down",
-        "prepare",
-        "apn cmnet",
-        "bearer_up",
-        "open_socket",
-    ]
+    assert bench.log == REACTIVATION
     await stop(bench, task)
 
 
@@ -358,14 +355,7 @@ async def test_a_refused_open_without_a_bearer_reactivates_it_at_once(
     await bench.modem.sockets[-1].pipe.close()
     await bench.until_online()
 
-    assert bench.log == [
-        "open_socket",
-        "bearer_down",
-        "prepare",
-        "apn cmnet",
-        "bearer_up",
-        "open_socket",
-    ]
+    assert bench.log == ["open_socket", *REACTIVATION]
     await stop(bench, task)
 
 
