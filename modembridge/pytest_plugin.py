@@ -455,6 +455,8 @@ async def modems(
 ) -> AsyncIterator[list[Modem]]:
     """Every module of the bench, opened and brought up, in ``--modem`` order."""
     opened: list[Modem] = []
+    indices = range(len(hil_bench.ports))
+    seen = [await _violations(hil_bench, index) for index in indices]
     try:
         for index, port in enumerate(hil_bench.ports):
             opened.append(
@@ -466,6 +468,8 @@ async def modems(
     finally:
         for modem in opened:
             await modem.close()
+        for index in indices:
+            await _note_violations(hil_bench, index, seen[index], timeline, measure)
 
 
 @async_fixture
@@ -478,6 +482,7 @@ async def modem(
 ) -> AsyncIterator[Modem]:
     """One module, opened and brought up; the test runs once for each module."""
     index = hil_module
+    seen = await _violations(hil_bench, index)
     opened = await _open_and_bring_up(
         index, hil_bench.ports[index], hil_bench.config, measure, request
     )
@@ -486,6 +491,26 @@ async def modem(
         yield opened
     finally:
         await opened.close()
+        await _note_violations(hil_bench, index, seen, timeline, measure)
+
+
+async def _violations(bench: Bench, index: int) -> int:
+    """How many breaches of AT discipline a simulated module saw so far."""
+    handle = bench.simulators[index]
+    return 0 if handle is None else len(await handle.violations())
+
+
+async def _note_violations(
+    bench: Bench, index: int, seen: int, timeline: Timeline, measure: Measure
+) -> None:
+    """Put the breaches of AT discipline since ``seen`` into the timeline, counted."""
+    handle = bench.simulators[index]
+    if handle is None:
+        return
+    new = (await handle.violations())[seen:]
+    for violation in new:
+        timeline.note(f"modem{index}: the host broke AT discipline: {violation}")
+    measure(f"modem{index}.at_violations", len(new))
 
 
 def _check_model(request: pytest.FixtureRequest, modem: Modem) -> None:
