@@ -82,6 +82,15 @@ DEFAULT_HEARTBEAT = 30.0
 """The relay's heartbeat interval when it does not announce one (version 1)."""
 HELD_LINES = 1000
 """Deliveries kept for the next local program while none is connected."""
+BATCH_SENDS = 4
+"""Module sends' worth of bytes one write may hold when several messages wait.
+
+Each module send is one serial exchange (command, prompt, data, result), which bounds
+the uplink to about a thousand sends a second; waiting messages that share a write
+fill the sends instead of taking one each. A message may straddle two sends: the relay
+reads a stream. Several messages wait at once only with ``window`` above 1 or more
+than one target.
+"""
 RAW_READ = 1400
 """Largest message one read of a raw local program makes: one module send."""
 CLIENT_BACKLOG = 1024 * 1024
@@ -322,11 +331,21 @@ class Agent:
             task.result()
 
     async def _send_forever(self, client: RelayClient) -> None:
+        """Write what the outbox lets go, several messages a write when they wait."""
+        modem = self.supervisor.modem
+        budget = BATCH_SENDS * (modem.facts.max_send if modem else RAW_READ)
         while True:
-            message = await self.outbox.wait_ready()
-            request_id = await client.send(message.to, message.data)
-            self.outbox.sent(message, request_id)
+            requests = self._claim(client, await self.outbox.wait_ready())
+            while len(requests) < budget and (message := self.outbox.next_ready()):
+                requests += self._claim(client, message)
+            await client.write(requests)
             self._last_sent = time.monotonic()
+
+    def _claim(self, client: RelayClient, message: Outgoing) -> bytes:
+        """The message's send request; the message is in flight from now on."""
+        request_id, request = client.prepare_send(message.to, message.data)
+        self.outbox.sent(message, request_id)
+        return request
 
     async def _keep_alive(self, client: RelayClient, interval: float) -> None:
         while True:

@@ -300,13 +300,25 @@ class RelayClient:
 
     async def send(self, to: str, data: bytes) -> int:
         """Write one send request; returns its id, which its Ack or Refusal carries."""
+        request_id, request = self.prepare_send(to, data)
+        await self._pipe.write(request)
+        return request_id
+
+    def prepare_send(self, to: str, data: bytes) -> tuple[int, bytes]:
+        """A send request and its id, to be written next, in this order with others.
+
+        Several prepared requests may go out in one write (the relay finds their
+        boundaries); each must be written, in the order prepared, before any other.
+        """
         request_id, self._next_id = self._next_id, self._next_id + 1
         if self.version == 2:
-            await self._pipe.write(send_request(to, data, request_id) + b"\n")
-        else:
-            self._v1.expect_reply(request_id, to)
-            await self._pipe.write(send_request(to, data, None))
-        return request_id
+            return request_id, send_request(to, data, request_id) + b"\n"
+        self._v1.expect_reply(request_id, to)
+        return request_id, send_request(to, data, None)
+
+    async def write(self, requests: bytes) -> None:
+        """Write prepared requests, joined, in one go."""
+        await self._pipe.write(requests)
 
     async def ping(self) -> None:
         """Ask the relay for a sign of life (version 2 answers with a Pong)."""

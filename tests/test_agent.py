@@ -17,6 +17,7 @@ from modembridge.agent import (
     parse_line,
 )
 from modembridge.modem import Modem
+from modembridge.simulator import SimConfig, SimulatedModem
 from relayserver.server import RelayConfig, RelayServer
 
 
@@ -370,3 +371,30 @@ async def test_garbage_from_the_relay_is_skipped_with_a_warning(
     assert "card[A]: relay line is not JSON" in caplog.text
     await a.stop(at_once=True)
     server.close()
+
+
+async def test_waiting_messages_share_module_sends(tmp_path: Path) -> None:
+    relay = RelayServer(RelayConfig(host="127.0.0.1", port=0, heartbeat=30))
+    await relay.start()
+    module = SimulatedModem(SimConfig(model="sim7600", link=str(tmp_path / "ttyA")))
+    await module.start()
+    b = await Card(tmp_path, relay, "B").start()
+    wire = tmp_path / "wire.log"
+    config = AgentConfig(
+        module.path, "A", ("127.0.0.1", relay.port), to="B", window=20, wire_log=wire
+    )
+    stdin, status = asyncio.StreamReader(), Screen()
+    a = Agent(config, stdin=stdin, stdout=Screen(), status=status.say)  # type: ignore[arg-type]
+    task = asyncio.create_task(a.run())
+    await status.wait_for(lambda x: any("online" in y for y in x), within=20)
+
+    stdin.feed_data(b"".join(f"message {n}\n".encode() for n in range(20)))
+    stdin.feed_eof()
+    await asyncio.wait_for(task, 20)
+
+    assert b.stdout.lines == [f"A: message {n}" for n in range(20)]
+    # One send registers the card; the twenty messages waited together.
+    assert wire.read_text().count("AT+CIPSEND=") <= 3
+    await b.finish()
+    await module.stop()
+    await relay.close()
