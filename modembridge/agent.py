@@ -33,6 +33,7 @@ import collections
 import contextlib
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -43,6 +44,7 @@ from typing import TextIO
 
 from modembridge.bringup import BringUpReport, bring_up
 from modembridge.detect import FAMILIES, open_modem
+from modembridge.errors import ModemError
 from modembridge.modem import Modem
 from modembridge.outbox import Outbox, OutboxFull, Outgoing
 from modembridge.pipe import BytePipe
@@ -99,6 +101,10 @@ MAX_LINE = 64 * 1024
 """Longest line an endpoint accepts: the relay's request bound."""
 READ_SIZE = 64 * 1024
 """Bytes one read of a line endpoint takes at most."""
+
+
+class EndpointError(ModemError):
+    """The local endpoint cannot be opened (a --listen address in use, not ours)."""
 
 
 @dataclass(frozen=True)
@@ -460,9 +466,13 @@ class Agent:
     async def _open_endpoint(self) -> None:
         if self.config.listen is not None:
             host, port = self.config.listen
-            self._server = await asyncio.start_server(
-                self._client_connected, host, port, limit=MAX_LINE
-            )
+            try:
+                self._server = await asyncio.start_server(
+                    self._client_connected, host, port, limit=MAX_LINE
+                )
+            except OSError as exc:
+                why = os.strerror(exc.errno) if exc.errno else str(exc)
+                raise EndpointError(f"--listen {host}:{port}: {why}") from exc
             bound = self._server.sockets[0].getsockname()
             self.listening = (str(bound[0]), int(bound[1]))
             self._status(f"card {self.config.card}: listening on {bound[0]}:{bound[1]}")

@@ -2,6 +2,7 @@
 
 import fcntl
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -150,3 +151,16 @@ def test_at_refuses_a_command_that_is_not_one(not_a_modem: NotAModem) -> None:
 
     assert code == 2
     assert "an AT command starts with AT" in one_clear_line(err)
+
+
+def test_a_listen_address_in_use_is_named_not_the_port(not_a_modem: NotAModem) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        code, _, err = modembridge(
+            "attach", not_a_modem.path, "--card", "A", "--listen", address
+        )
+
+    assert code == 1
+    assert one_clear_line(err) == f"Error: --listen {address}: Address already in use"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from modembridge.agent import Agent, AgentConfig
+from modembridge.agent import Agent, AgentConfig, EndpointError
 from modembridge.cli.options import (
     HostPort,
     apn_option,
@@ -151,7 +151,11 @@ async def _attach(config: AgentConfig) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, agent.interrupt)
-    await agent.run()
+    try:
+        await agent.run()
+    except EndpointError as exc:
+        # Said without the port: the module is not what failed.
+        raise click.ClickException(str(exc)) from exc
 
 
 async def _stdin_reader() -> asyncio.StreamReader:
