@@ -118,7 +118,7 @@ async def test_a_host_typing_without_reading_gets_bounded_echo(
     client: RawClient,
 ) -> None:
     typed = 0
-    while typed < 2_000_000:
+    while typed < 800_000:
         try:
             typed += os.write(client.port.fd, b"A" * 4096)
         except BlockingIOError:

@@ -191,7 +191,7 @@ async def test_latency_delays_the_reply() -> None:
 async def test_lowering_the_latency_keeps_the_host_bytes_in_order() -> None:
     sim, client = await started(model="sim7600")
     try:
-        sim.set_latency(1.0, 0.0)
+        sim.set_latency(0.4, 0.0)
         client.write(b"AT")
         await asyncio.sleep(0.05)
         sim.set_latency(0.0, 0.0)
