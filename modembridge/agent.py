@@ -208,6 +208,8 @@ class Agent:
             on_state=self._state_changed,
         )
         self.version = 0
+        self.undelivered = 0
+        """Messages handed over that were reported as not delivered."""
         self._progress_shown: dict[str, float] = {}
         self._stop = asyncio.Event()
         self._interrupted = asyncio.Event()
@@ -459,6 +461,7 @@ class Agent:
         )
 
     def _report(self, text: str, origin: object) -> None:
+        self.undelivered += 1
         self._status(text)
         if isinstance(origin, asyncio.StreamWriter) and not origin.is_closing():
             origin.write(f"! {text}\n".encode())

@@ -177,6 +177,31 @@ async def test_attach_with_the_right_token_delivers_and_exits_cleanly(
     assert err.splitlines()[-1] == "card A: offline, socket and bearer closed"
 
 
+async def test_attach_exits_non_zero_when_a_message_was_not_delivered(
+    module: SimulatedModem, relay: RelayServer
+) -> None:
+    code, _, err = await modembridge(
+        "attach",
+        module.path,
+        "--card",
+        "A",
+        "--patience",
+        "0.5",
+        env={
+            "MODEMBRIDGE_SERVER": f"127.0.0.1:{relay.port}",
+            "MODEMBRIDGE_TOKEN": "s3",
+        },
+        stdin=b"no target here\nNOBODY: still waiting for a card\nA: to myself\n",
+    )
+
+    assert code == 1
+    lines = err.splitlines()
+    assert "not sent: no target" in err
+    assert "not delivered to NOBODY: 'still waiting for a card'" in err
+    assert lines[-1] == "Error: 2 messages not sent"
+    assert "Traceback" not in err
+
+
 async def test_demo_runs_the_main_job_with_no_hardware() -> None:
     code, out, _ = await modembridge("demo")
 

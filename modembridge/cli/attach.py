@@ -4,7 +4,8 @@ Lines typed on standard input go to the ``--to`` card, or to the card a ``B: tex
 prefix names; what arrives is printed on standard output. With ``--listen`` the same
 bridge is a TCP port for local programs. Status goes to standard error. Ctrl-D (end of
 input) delivers what is held and exits; Ctrl-C or SIGTERM exits at once. Either way the
-socket and the bearer are closed and the module is left ready for the next run.
+socket and the bearer are closed and the module is left ready for the next run; the
+exit status is 1 when a message handed over was not delivered.
 """
 
 from __future__ import annotations
@@ -156,6 +157,10 @@ async def _attach(config: AgentConfig) -> None:
     except EndpointError as exc:
         # Said without the port: the module is not what failed.
         raise click.ClickException(str(exc)) from exc
+    if agent.undelivered:
+        # Each was reported as it failed; the exit status tells a script.
+        plural = "s" if agent.undelivered > 1 else ""
+        raise click.ClickException(f"{agent.undelivered} message{plural} not sent")
 
 
 async def _stdin_reader() -> asyncio.StreamReader:
