@@ -286,6 +286,22 @@ async def test_reboot_under_the_same_link(tmp_path: Path, server: EchoServer) ->
     assert _target(link) is None
 
 
+async def test_stop_cancels_a_reboot_started_in_the_background(
+    tmp_path: Path,
+) -> None:
+    link = tmp_path / "ttySIM2"
+    sim = SimulatedModem(SimConfig(link=str(link), reboot_downtime=0.1))
+    await sim.start()
+    sim.reboot_soon()
+    await asyncio.sleep(0.01)  # the port is down now
+
+    await sim.stop()
+
+    await asyncio.sleep(0.2)  # past the downtime: nothing comes back
+    assert not link.exists()
+    assert sim.boots == 1
+
+
 @pytest.mark.parametrize(
     ("model", "line"), [("sim7600", "AT+CRESET"), ("ec20", "AT+CFUN=1,1")]
 )

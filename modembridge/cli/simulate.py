@@ -153,19 +153,10 @@ async def _serve(config: SimConfig, control_path: str | None) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopping.set)
     loop.add_signal_handler(signal.SIGUSR1, sim.drop_bearer)
-    loop.add_signal_handler(signal.SIGUSR2, lambda: _reboot(sim))
+    loop.add_signal_handler(signal.SIGUSR2, sim.reboot_soon)
     try:
         await stopping.wait()
     finally:
         if control is not None:
             await control.stop()
         await sim.stop()
-
-
-def _reboot(sim: SimulatedModem) -> None:
-    task = asyncio.get_running_loop().create_task(sim.reboot())
-    _background.add(task)
-    task.add_done_callback(_background.discard)
-
-
-_background: set[asyncio.Task[None]] = set()

@@ -80,7 +80,7 @@ def _apply(sim: SimulatedModem, name: str, args: list[str]) -> list[str]:
         case "resume":
             sim.resume()
         case "reboot":
-            _reboot(sim, _number(args[0]) if args else None)
+            sim.reboot_soon(_number(args[0]) if args else None)
         case _:
             return [str(v) for v in sim.violations]
     return []
@@ -104,15 +104,6 @@ def _switch(text: str) -> bool:
     if text not in ("on", "off"):
         raise ValueError(f"{text!r} is not on or off")
     return text == "on"
-
-
-def _reboot(sim: SimulatedModem, seconds: float | None) -> None:
-    task = asyncio.get_running_loop().create_task(sim.reboot(seconds))
-    _background.add(task)
-    task.add_done_callback(_background.discard)
-
-
-_background: set[asyncio.Task[None]] = set()
 
 
 class ControlSocket:

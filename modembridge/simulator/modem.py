@@ -249,6 +249,13 @@ class SimulatedModem:
         logger.info("modem[%s]: powered down", self.name)
         self._power_down()
 
+    def reboot_soon(self, downtime: float | None = None) -> None:
+        """Start ``reboot`` in the background (from a signal or a control line).
+
+        ``stop`` cancels it if it is still running.
+        """
+        self._power_task = asyncio.get_running_loop().create_task(self.reboot(downtime))
+
     def _reboot_requested(self) -> None:
         self._power_task = asyncio.get_running_loop().create_task(self._reboot_later())
 
