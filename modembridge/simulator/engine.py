@@ -26,7 +26,7 @@ import logging
 
 from modembridge.simulator.transmitter import Transmitter
 from modembridge.simulator.violations import Violation, ViolationKind
-from modembridge.wirelog import WIRE, visible
+from modembridge.wirelog import WIRE, split_lines, visible
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +105,8 @@ class AtEngine:
         if self.muted:
             return
         if logger.isEnabledFor(WIRE):
-            logger.log(WIRE, "modem[%s]: > %s", self.name, visible(data))
+            for piece in split_lines(data):
+                logger.log(WIRE, "modem[%s]: > %s", self.name, visible(piece))
         self._consume(data, check=True)
 
     async def read_payload(self, size: int, prompt: bytes) -> bytes:
