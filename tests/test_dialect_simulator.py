@@ -117,6 +117,33 @@ async def test_a_reboot_makes_the_port_vanish(
     await rebooting
 
 
+async def test_the_module_answers_every_command_the_driver_sends(
+    module: SimulatedModem,
+    modem: Modem,
+    echo_port: int,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    await modem.identify()
+    await modem.sim_state()
+    await modem.signal()
+    await modem.registration()
+    await modem.operator()
+    assert await modem.bearer_active()
+    socket = await modem.open_socket("127.0.0.1", echo_port)
+    await socket.write(b"x")
+    assert await asyncio.wait_for(socket.read(), 10) == b"x"
+    await socket.close()
+    await modem.bearer_down()
+    await modem.bearer_down()
+    assert not await modem.bearer_active()
+    await modem.radio_off()
+    await modem.radio_on()
+    await modem.reset()
+
+    refused = [r.getMessage() for r in caplog.records if "command" in r.getMessage()]
+    assert [m for m in refused if "unknown" in m or "not a command" in m] == []
+
+
 async def test_a_module_that_stops_answering_times_out_naming_the_command(
     module: SimulatedModem,
 ) -> None:
