@@ -202,6 +202,29 @@ async def test_attach_exits_non_zero_when_a_message_was_not_delivered(
     assert "Traceback" not in err
 
 
+async def test_attach_with_input_from_dev_null_exits_cleanly(
+    module: SimulatedModem, relay: RelayServer
+) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *MODEMBRIDGE,
+        "attach",
+        module.path,
+        "--card",
+        "A",
+        "--token",
+        "s3",
+        "--server",
+        f"127.0.0.1:{relay.port}",
+        stdin=asyncio.subprocess.DEVNULL,  # a character device the loop cannot watch
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+
+    assert proc.returncode == 0
+    assert "Traceback" not in err.decode()
+    assert err.decode().splitlines()[-1] == "card A: offline, socket and bearer closed"
+
+
 async def test_demo_runs_the_main_job_with_no_hardware() -> None:
     code, out, _ = await modembridge("demo")
 

@@ -11,7 +11,9 @@ exit status is 1 when a message handed over was not delivered.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import stat
 import sys
 from pathlib import Path
 
@@ -164,15 +166,17 @@ async def _attach(config: AgentConfig) -> None:
 
 
 async def _stdin_reader() -> asyncio.StreamReader:
-    """Standard input as a stream; a regular file is read in a worker thread."""
+    """Standard input as a stream; a file or a device like /dev/null is read at once."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
-    try:
+    stdin = sys.stdin.buffer
+    mode = os.fstat(stdin.fileno()).st_mode
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stdin.isatty():
         await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer
+            lambda: asyncio.StreamReaderProtocol(reader), stdin
         )
-    except ValueError:
-        # Pipes, sockets and terminals stream; a file redirected with < does not.
-        reader.feed_data(await asyncio.to_thread(sys.stdin.buffer.read))
+    else:
+        # Only pipes, sockets and terminals can be watched for input by the loop.
+        reader.feed_data(await asyncio.to_thread(stdin.read))
         reader.feed_eof()
     return reader
