@@ -164,3 +164,21 @@ def test_a_listen_address_in_use_is_named_not_the_port(not_a_modem: NotAModem) -
 
     assert code == 1
     assert one_clear_line(err) == f"Error: --listen {address}: Address already in use"
+
+
+def test_at_refuses_a_command_of_several_lines(not_a_modem: NotAModem) -> None:
+    code, _, err = modembridge("at", not_a_modem.path, "AT+CSQ\r\nAT+CFUN=0")
+
+    assert code == 2
+    assert "one line of printable characters" in one_clear_line(err)
+
+
+@pytest.mark.parametrize("command", ["attach", "doctor"])
+def test_an_apn_that_cannot_stand_in_a_command_is_a_usage_error(
+    command: str, tmp_path: Path
+) -> None:
+    args = ("--card", "A") if command == "attach" else ()
+    code, _, err = modembridge(command, str(tmp_path / "tty"), *args, "--apn", 'a"b')
+
+    assert code == 2
+    assert "Invalid value for '--apn'" in one_clear_line(err)

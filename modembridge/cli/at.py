@@ -53,11 +53,21 @@ def at(
     """Send COMMAND to the module at PORT, or open an AT prompt without one."""
     configure_logging(verbose)
     check_port(port)
-    if command is not None and not command.upper().startswith("AT"):
-        raise click.BadParameter("an AT command starts with AT", param_hint="COMMAND")
+    problem = None if command is None else command_problem(command)
+    if problem is not None:
+        raise click.BadParameter(problem, param_hint="COMMAND")
     refused = run(_session(port, command, seconds, wire_log), port)
     if refused:
         sys.exit(1)
+
+
+def command_problem(command: str) -> str | None:
+    """Why ``command`` cannot be sent as one AT command, or None when it can."""
+    if not command.upper().startswith("AT"):
+        return "an AT command starts with AT"
+    if not command.isprintable():
+        return "an AT command is one line of printable characters"
+    return None
 
 
 async def _session(
@@ -102,8 +112,12 @@ async def _prompt(channel: ATChannel, seconds: float) -> None:
             line = await asyncio.to_thread(sys.stdin.readline)
             if not line or line.strip().lower() in ("exit", "quit"):
                 return
-            if line.strip():
-                await _one(channel, line.strip(), seconds)
+            command = line.strip()
+            problem = command_problem(command) if command else None
+            if problem is not None:
+                click.echo(f"not sent: {problem}", err=True)
+            elif command:
+                await _one(channel, command, seconds)
     finally:
         unsubscribe()
 

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import click
 
+from modembridge.dialect import quoted_argument
 from modembridge.discovery import holders
 from modembridge.errors import (
     ModemError,
@@ -104,11 +105,22 @@ server_option = click.option(
     show_envvar=True,
     help="The relay, HOST[:PORT].",
 )
+
+
+def _apn_sendable(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """The APN, or a usage error when it cannot stand in an AT command."""
+    try:
+        return quoted_argument(value, "APN")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from exc
+
+
 apn_option = click.option(
     "--apn",
     envvar="MODEMBRIDGE_APN",
     default="",
     show_envvar=True,
+    callback=_apn_sendable,
     help="Access point name of the SIM's operator (empty: the module's default).",
 )
 card_option = click.option(
