@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from test_relayclient_session import V1Relay
-from test_supervisor import FAST, LogWatch, LoopbackModem
+from test_supervisor import FAST, LogWatch, LoopbackModem, PortOnly
 
 from modembridge.agent import (
     MAX_LINE,
@@ -48,13 +48,6 @@ class Screen:
                 self._changed.clear()
                 await self._changed.wait()
         return self.lines
-
-
-class PortOnly:
-    """Stands in for a relay object where only the port matters."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
 
 
 class Card:

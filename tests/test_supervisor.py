@@ -176,10 +176,17 @@ async def relay() -> AsyncIterator[RelayServer]:
     await server.close()
 
 
+class PortOnly:
+    """Stands in for a relay object where only the port matters."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+
 class Bench:
     """A supervisor over loopback modules, with a session that counts its runs."""
 
-    def __init__(self, tmp_path: Path, relay: RelayServer) -> None:
+    def __init__(self, tmp_path: Path, relay: RelayServer | PortOnly) -> None:
         self.log: list[str] = []
         self.path = tmp_path / "ttyUSB2"
         self.path.touch()
@@ -344,6 +351,27 @@ async def test_a_relay_that_is_down_is_retried_at_the_socket_only(
     assert "only the socket is retried" in down[0].getMessage()
     await stop(bench, task)
     await back.close()
+
+
+async def test_a_relay_that_closes_before_registering_is_retried_at_the_socket(
+    tmp_path: Path,
+) -> None:
+    async def hang_up(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    bench = Bench(tmp_path, PortOnly(server.sockets[0].getsockname()[1]))
+    await bench.supervisor.start()
+    bench.log.clear()
+
+    with LogWatch("unreachable") as watch:
+        task = asyncio.create_task(bench.supervisor.run(bench.session))
+        await watch.until(5)
+
+    assert set(bench.log) == {"open_socket"}
+    assert [r.levelname for r in watch.records[:2]] == ["WARNING", "DEBUG"]
+    await stop(bench, task)
+    server.close()
 
 
 async def test_a_refused_open_without_a_bearer_reactivates_it_at_once(
