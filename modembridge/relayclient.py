@@ -281,6 +281,7 @@ class RelayClient:
         self._v1 = V1Decoder()
         self._v2 = V2Decoder()
         self._ready: collections.deque[Decoded] = collections.deque()
+        self._writing = asyncio.Lock()
 
     async def connect(self, reply_within: float = 30.0) -> int:
         """Register as this card; returns the protocol version the relay speaks."""
@@ -288,7 +289,7 @@ class RelayClient:
         request["proto"] = 2
         if self._token is not None:
             request["token"] = self._token
-        await self._pipe.write(json.dumps(request, separators=(",", ":")).encode())
+        await self._write(json.dumps(request, separators=(",", ":")).encode())
 
         try:
             async with asyncio.timeout(reply_within):
@@ -301,7 +302,7 @@ class RelayClient:
     async def send(self, to: str, data: bytes) -> int:
         """Write one send request; returns its id, which its Ack or Refusal carries."""
         request_id, request = self.prepare_send(to, data)
-        await self._pipe.write(request)
+        await self._write(request)
         return request_id
 
     def prepare_send(self, to: str, data: bytes) -> tuple[int, bytes]:
@@ -318,11 +319,11 @@ class RelayClient:
 
     async def write(self, requests: bytes) -> None:
         """Write prepared requests, joined, in one go."""
-        await self._pipe.write(requests)
+        await self._write(requests)
 
     async def ping(self) -> None:
         """Ask the relay for a sign of life (version 2 answers with a Pong)."""
-        await self._pipe.write(b'{"action":"ping"}' + (b"\n" if self.version else b""))
+        await self._write(b'{"action":"ping"}' + (b"\n" if self.version else b""))
 
     async def next_event(self) -> RelayEvent:
         """The next thing the relay said; raises RelayClosed when the pipe ends.
@@ -336,6 +337,11 @@ class RelayClient:
         if isinstance(item, RelayProtocolError):
             raise item
         return item
+
+    async def _write(self, data: bytes) -> None:
+        """Write whole: a module socket sends in pieces, which must not interleave."""
+        async with self._writing:
+            await self._pipe.write(data)
 
     async def close(self) -> None:
         """Close the pipe under the session."""

@@ -251,3 +251,42 @@ async def test_a_hostile_relay_yields_our_protocol_error_not_a_crash() -> None:
     await a.close()
     server.close()
     await server.wait_closed()
+
+
+class PiecewisePipe(BytePipe):
+    """Writes in pieces of a few bytes with a pause between, as a module sends."""
+
+    def __init__(self) -> None:
+        self.written = b""
+
+    async def write(self, data: bytes) -> None:
+        for start in range(0, len(data), 8):
+            self.written += data[start : start + 8]
+            await asyncio.sleep(0)
+
+    async def read(self) -> bytes:
+        await asyncio.Event().wait()
+        return b""
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_requests_written_at_once_do_not_interleave() -> None:
+    pipe = PiecewisePipe()
+    client = RelayClient(pipe, "A")
+    client.version = 2
+
+    await asyncio.gather(
+        client.send("B", b"a message long enough for several pieces"),
+        client.ping(),
+        client.send("C", b"another one, as long"),
+    )
+
+    assert pipe.written.split(b"\n") == [
+        b'{"action":"send","to":"B","message":"a message long enough for several '
+        b'pieces","id":1}',
+        b'{"action":"ping"}',
+        b'{"action":"send","to":"C","message":"another one, as long","id":2}',
+        b"",
+    ]
