@@ -13,9 +13,10 @@ second resynchronisation point: the request is reported and decoding resumes aft
 the newline. Braces nested deeper than the literal grammar allows are reported and
 the rest of that line is dropped.
 
-The common request, a send of a plain message, is matched by one regular expression
-straight from the bytes; everything else goes through the brace scan and the literal
-parser. Both paths give the same request for the same bytes.
+The common requests, a send of a plain message and a plain connect, are matched by
+one regular expression straight from the bytes (also when a request was completed by
+a later read); everything else goes through the literal parser. Both paths give the
+same request for the same bytes.
 """
 
 from __future__ import annotations
@@ -25,7 +26,14 @@ from enum import Enum
 
 from relayserver.errors import DecodeError
 from relayserver.literal import MAX_DEPTH, parse_dict
-from relayserver.requests import MAX_NAME_BYTES, Request, Send, from_dict
+from relayserver.requests import (
+    MAX_NAME_BYTES,
+    PROTOCOLS,
+    Connect,
+    Request,
+    Send,
+    from_dict,
+)
 
 DEFAULT_MAX_SIZE = 64 * 1024
 
@@ -43,12 +51,20 @@ _SHOWN = 32
 
 # The common send in either spelling; "~" stands for optional JSON whitespace. Names
 # and messages with quotes or backslashes, other key orders and other id types are
-# left to the full parser.
+# left to the full parser. No class can match the byte after it, so the possessive
+# quantifiers change no match; they only spare the engine its backtracking records.
 _FAST_SEND = re.compile(
     rb"""\{~(['"])action\1~:~(['"])send\2~,"""
-    rb"""~(['"])to\3~:~(['"])([^'"\\\n]+)\4~,"""
-    rb"""~(['"])message\6~:~(?:'([^'\\\n]*)'|"([^"\\\n]*)")"""
-    rb"""(?:~,~(['"])id\9~:~(0|[1-9][0-9]{0,17}))?~\}""".replace(b"~", rb"[ \t\r\n]*")
+    rb"""~(['"])to\3~:~(['"])([^'"\\\n]++)\4~,"""
+    rb"""~(['"])message\6~:~(?:'([^'\\\n]*+)'|"([^"\\\n]*+)")"""
+    rb"""(?:~,~(['"])id\9~:~(0|[1-9][0-9]{0,17}))?~\}""".replace(b"~", rb"[ \t\r\n]*+")
+)
+# The common connect: a name, then optionally a version and an id, in this order.
+_FAST_CONNECT = re.compile(
+    rb"""\{~(['"])action\1~:~(['"])connect\2~,"""
+    rb"""~(['"])from\3~:~(['"])([^'"\\\n]++)\4"""
+    rb"""(?:~,~(['"])proto\6~:~([1-9][0-9]{0,17}))?"""
+    rb"""(?:~,~(['"])id\8~:~(0|[1-9][0-9]{0,17}))?~\}""".replace(b"~", rb"[ \t\r\n]*+")
 )
 
 
@@ -100,14 +116,15 @@ class RequestDecoder:
 
     def feed(self, data: bytes) -> list[Event]:
         """Take the next bytes; return the requests and errors completed by them."""
-        events: list[Event] = []
         buffer = self._buffer
         if buffer:
             buffer += data
-            view: bytes | bytearray = buffer
-        else:
-            view = data
-        kept = self._decode(view, events)
+            return self._feed_from(buffer, 0)
+        return self._feed_from(data, 0)
+
+    def _feed_from(self, view: bytes | bytearray, pos: int) -> list[Event]:
+        events: list[Event] = []
+        kept = self._decode(view, pos, events)
         self._keep(view, kept)
         return events
 
@@ -119,9 +136,9 @@ class RequestDecoder:
         else:
             self._buffer = bytearray(memoryview(view)[kept:])
 
-    def _decode(self, view: bytes | bytearray, events: list[Event]) -> int:
-        """Decode all of ``view``; return where the unfinished tail starts."""
-        pos, end = 0, len(view)
+    def _decode(self, view: bytes | bytearray, pos: int, events: list[Event]) -> int:
+        """Decode ``view`` from ``pos``; return where the unfinished tail starts."""
+        end = len(view)
         fast_send, max_size, append = _FAST_SEND.match, self._max_size, events.append
         while pos < end:
             if self._mode is not _Mode.NORMAL:
@@ -175,7 +192,7 @@ class RequestDecoder:
         if end - pos > self._max_size:
             events.append(self._too_large(view, pos))
         else:
-            events.append(_parse(view[pos:end]))
+            events.append(_fast_or_parse(view, pos, end))
         return end
 
     def _unfinished(
@@ -297,6 +314,27 @@ def _fast_send(match: re.Match[bytes]) -> Send | None:
     ident = None if request_id is None else int(request_id)
     name = to.decode("utf-8", "surrogateescape")
     return Send(name, message, binary=False, id=ident)
+
+
+def _fast_connect(match: re.Match[bytes]) -> Connect | None:
+    """The connect the fast pattern matched, or None to leave it to the full parser."""
+    name, proto, request_id = match.group(5, 7, 9)
+    if len(name) > MAX_NAME_BYTES:
+        return None
+    version = 1 if proto is None else min(int(proto), PROTOCOLS[-1])
+    ident = None if request_id is None else int(request_id)
+    return Connect(name.decode("utf-8", "surrogateescape"), version, None, ident)
+
+
+def _fast_or_parse(view: bytes | bytearray, pos: int, end: int) -> Event:
+    """The request ``view[pos:end]`` (one balanced literal) stands for, by a fast
+    pattern when one matches it whole."""
+    fast = _FAST_SEND.fullmatch(view, pos, end)
+    request: Request | None = None if fast is None else _fast_send(fast)
+    if request is None:
+        fast = _FAST_CONNECT.fullmatch(view, pos, end)
+        request = None if fast is None else _fast_connect(fast)
+    return request if request is not None else _parse(view[pos:end])
 
 
 def _parse(raw: bytes | bytearray) -> Event:
