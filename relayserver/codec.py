@@ -17,12 +17,21 @@ The common requests, a send of a plain message and a plain connect, are matched 
 one regular expression straight from the bytes (also when a request was completed by
 a later read); everything else goes through the literal parser. Both paths give the
 same request for the same bytes.
+
+A connection may also take whole runs of sends at once (:meth:`RequestDecoder.
+maybe_sends`): when the bytes at hand open with sends spelled exactly as deployed
+cards spell them, one pass of a regular expression over the read finds them all and
+groups their messages per target, without a request object each. The relay routes
+such a run only when it can do so exactly as it would route the sends one by one,
+and otherwise decodes the same bytes the usual way.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from enum import Enum
+from operator import add
 
 from relayserver.errors import DecodeError
 from relayserver.literal import MAX_DEPTH, parse_dict
@@ -66,6 +75,26 @@ _FAST_CONNECT = re.compile(
     rb"""(?:~,~(['"])proto\6~:~([1-9][0-9]{0,17}))?"""
     rb"""(?:~,~(['"])id\8~:~(0|[1-9][0-9]{0,17}))?~\}""".replace(b"~", rb"[ \t\r\n]*+")
 )
+
+# A version 1 send spelled byte for byte as deployed cards spell it: no spaces, these
+# keys in this order, no id. Its name and message take what _FAST_SEND's do, so a
+# run of them decodes to the very sends the fast path would give one by one.
+_CANONICAL_SEND = (
+    rb"\{'action':'send','to':'([^'\"\\\n]{1,%d}+)','message':'([^'\\\n]*+)'\}"
+)
+_CANONICAL_SENDS = re.compile(_CANONICAL_SEND % MAX_NAME_BYTES)
+_CANONICAL_FRAME = len(b"{'action':'send','to':'','message':''}")
+
+
+@dataclass(slots=True)
+class SendRun:
+    """Sends that open the bytes at hand, each target's messages in order; what
+    follows ``end`` in ``view`` is yet to be decoded."""
+
+    messages: dict[bytes, list[bytes]]
+    count: int
+    view: bytes
+    end: int
 
 
 class _Mode(Enum):
@@ -121,6 +150,33 @@ class RequestDecoder:
             buffer += data
             return self._feed_from(buffer, 0)
         return self._feed_from(data, 0)
+
+    def maybe_sends(self, data: bytes) -> SendRun | None:
+        """The sends in deployed cards' spelling that open the held bytes and
+        ``data``, not taken yet (see :meth:`take`); None if there are none."""
+        held = self._buffer
+        if self._mode is not _Mode.NORMAL or (held and len(held) > len(data)):
+            # Held bytes are scanned again here, so only while that stays cheap.
+            return None
+        view = bytes(held) + data if held else data
+        end = view.rfind(b"'}") + 2
+        sends = _CANONICAL_SENDS.findall(view, 0, end)
+        if not sends:
+            return None
+        names, texts = zip(*sends, strict=True)
+        count = len(sends)
+        tiled = _CANONICAL_FRAME * count + sum(map(len, names)) + sum(map(len, texts))
+        if tiled != end:
+            return None  # something else lies between them
+        if _too_large(names, texts, end, self._max_size):
+            return None
+        return SendRun(_by_target(names, texts), count, view, end)
+
+    def take(self, run: SendRun) -> list[Event]:
+        """Count ``run``'s sends as handled; return what the bytes after it hold."""
+        self._buffer = None
+        self._reset_scan()
+        return self._feed_from(run.view, run.end)
 
     def _feed_from(self, view: bytes | bytearray, pos: int) -> list[Event]:
         events: list[Event] = []
@@ -335,6 +391,33 @@ def _fast_or_parse(view: bytes | bytearray, pos: int, end: int) -> Event:
         fast = _FAST_CONNECT.fullmatch(view, pos, end)
         request = None if fast is None else _fast_connect(fast)
     return request if request is not None else _parse(view[pos:end])
+
+
+def _by_target(
+    names: tuple[bytes, ...], texts: tuple[bytes, ...]
+) -> dict[bytes, list[bytes]]:
+    """The messages per target, each target's in order."""
+    if names.count(names[0]) == len(names):
+        return {names[0]: list(texts)}
+    messages: dict[bytes, list[bytes]] = {}
+    for to, text in zip(names, texts, strict=True):
+        group = messages.get(to)
+        if group is None:
+            messages[to] = [text]
+        else:
+            group.append(text)
+    return messages
+
+
+def _too_large(
+    names: tuple[bytes, ...], texts: tuple[bytes, ...], end: int, max_size: int
+) -> bool:
+    """Whether one of the sends tiling ``end`` bytes is larger than ``max_size``."""
+    # The others take a frame and a one-byte name at least, which often settles it.
+    if end - (len(names) - 1) * (_CANONICAL_FRAME + 1) <= max_size:
+        return False
+    longest: int = max(map(add, map(len, names), map(len, texts)))
+    return _CANONICAL_FRAME + longest > max_size
 
 
 def _parse(raw: bytes | bytearray) -> Event:
