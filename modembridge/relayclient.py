@@ -43,6 +43,9 @@ MAX_LINE = 256 * 1024
 V1_WORDS = (b"connect_success", b"send_success", b"wrong format", b"heartbeat")
 V1_HEARTBEAT_SPELLINGS = (b"heartbeat", b"heartBeat")
 
+HEARTBEAT_RANGE = (0.05, 3600.0)
+"""Heartbeat intervals a relay may announce, in seconds; longer ones are capped."""
+
 _V1_HOLD_SECONDS = 0.2
 """How long a version 1 tail that may start a relay word waits for the rest."""
 
@@ -57,6 +60,10 @@ class RelayProtocolError(ModemError):
 
 class RelayClosed(ModemError):
     """The connection to the relay ended."""
+
+
+class RelayTimeout(ModemTimeout):
+    """The relay did not answer the connect request in time."""
 
 
 @dataclass(frozen=True)
@@ -208,16 +215,25 @@ def maybe_event(line: bytes) -> RelayEvent | None:
     """The event one version 2 line carries; None for blank lines and unknown kinds."""
     if not line:
         return None
-    try:
-        obj = json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RelayProtocolError("relay line is not JSON", line[:80]) from exc
-    if not isinstance(obj, dict):
-        raise RelayProtocolError("relay line is not a JSON object", line[:80])
+    obj = json_object(line, "relay line")
     try:
         return _event_of(obj)
     except (KeyError, TypeError, ValueError, binascii.Error) as exc:
         raise RelayProtocolError(f"relay object malformed: {exc}", line[:80]) from exc
+
+
+def json_object(line: bytes, what: str) -> dict[str, object]:
+    """The JSON object ``line`` holds; RelayProtocolError naming ``what`` otherwise."""
+    try:
+        obj = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RelayProtocolError(f"{what} is not JSON", line[:80]) from exc
+    except RecursionError as exc:
+        # Thousands of nested brackets: no reply of a relay looks like that.
+        raise RelayProtocolError(f"{what} nests too deep", line[:80]) from exc
+    if not isinstance(obj, dict):
+        raise RelayProtocolError(f"{what} is not a JSON object", line[:80])
+    return obj
 
 
 def _event_of(obj: dict[str, object]) -> RelayEvent | None:
@@ -295,7 +311,7 @@ class RelayClient:
             async with asyncio.timeout(reply_within):
                 self.version = await self._connect_reply()
         except TimeoutError as exc:
-            raise ModemTimeout("relay connect", reply_within, "its reply") from exc
+            raise RelayTimeout("relay connect", reply_within, "its reply") from exc
         _LOGGER.info("card[%s]: relay speaks protocol %d", self.card, self.version)
         return self.version
 
@@ -394,20 +410,16 @@ class RelayClient:
 
     def _connect_line_received(self, line: bytes) -> bool:
         """True for the connect reply; False for a heartbeat ahead of it."""
-        try:
-            obj = json.loads(line)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise RelayProtocolError("relay connect reply is not JSON", line) from exc
-        if not isinstance(obj, dict):
-            raise RelayProtocolError("relay connect reply is not an object", line)
+        obj = json_object(line, "relay connect reply")
         if "error" in obj or "ok" not in obj:
             if "heartbeat" in obj and "error" not in obj:
                 return False
             reason = obj.get("error", line[:200].decode(errors="replace"))
             raise RelayRefused(f"relay refused card {self.card}: {reason}")
         interval = obj.get("heartbeat")
-        if isinstance(interval, int | float) and interval > 0:
-            self.heartbeat_interval = float(interval)
+        if isinstance(interval, int | float) and HEARTBEAT_RANGE[0] <= interval:
+            # A relay may not make us ping in a busy loop, nor never miss it.
+            self.heartbeat_interval = float(min(interval, HEARTBEAT_RANGE[1]))
         return True
 
 

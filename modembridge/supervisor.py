@@ -17,12 +17,13 @@ under its stable name, since a re-enumerated module may come back as another
 a cycle is logged at WARNING, the repeats at DEBUG.
 
 A relay that is down is not the module's fault, and no remedy of the module fixes it.
-When the module reports that the relay refused or timed out the connection (or the
-relay closed it before the card was registered) and the module still answers with its
-bearer up, the supervisor stays at the first rung: it reopens the socket, with the
-same capped backoff, for as long as it takes, and says so once at WARNING. The ladder
-is climbed only while the module's side fails: the bearer does not come up, commands
-time out, sockets fail with bearer or name resolution errors.
+When the module reports that the relay refused or timed out the connection, or the
+socket opened but the relay closed it, did not answer or answered garbage before the
+card was registered, and the module still answers with its bearer up, the supervisor
+stays at the first rung: it reopens the socket, with the same capped backoff, for as
+long as it takes, and says so once at WARNING. The ladder is climbed only while the
+module's side fails: the bearer does not come up, commands time out, sockets fail
+with bearer or name resolution errors.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from modembridge.errors import (
 )
 from modembridge.modem import EventKind, Modem, ModemEvent
 from modembridge.pipe import BytePipe
-from modembridge.relayclient import RelayClosed
+from modembridge.relayclient import RelayClosed, RelayProtocolError, RelayTimeout
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -274,7 +275,9 @@ class Supervisor:
     def _relay_side(self, exc: ModemError, cause: Cause) -> bool:
         """Whether the relay refused or timed out the connect, or closed it at once."""
         if self._phase is _Phase.REGISTERING:
-            return isinstance(exc, RelayClosed) or cause is Cause.SOCKET
+            # The module carried the connect both ways; what failed is the relay.
+            relay_errors = (RelayClosed, RelayProtocolError, RelayTimeout)
+            return isinstance(exc, relay_errors) or cause is Cause.SOCKET
         if self._phase is not _Phase.OPENING or self.modem is None:
             return False
         codes = RELAY_UNREACHABLE.get(self.modem.facts.family, frozenset())

@@ -153,6 +153,7 @@ def test_v2_lines_become_events() -> None:
         b'{"from": "A"}',
         b'{"from": "A", "message_b64": "!!"}',
         b"\xff",
+        b"[" * 100_000,
     ],
 )
 def test_v2_garbage_is_our_protocol_error_in_its_place(line: bytes) -> None:

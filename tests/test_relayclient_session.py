@@ -290,3 +290,43 @@ async def test_requests_written_at_once_do_not_interleave() -> None:
         b'{"action":"send","to":"C","message":"another one, as long","id":2}',
         b"",
     ]
+
+
+async def connect_to_reply(reply: bytes) -> RelayClient:
+    """A client connected to a peer that answers the connect request with ``reply``."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter):  # type: ignore[no-untyped-def]
+        await reader.read(200)
+        writer.write(reply)
+        await writer.drain()
+        await reader.read(200)
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = RelayClient(await TcpPipe.connect("127.0.0.1", port), "A")
+    try:
+        await client.connect(reply_within=5)
+    finally:
+        server.close()
+    return client
+
+
+@pytest.mark.parametrize(
+    ("announced", "kept"),
+    [("30", 30.0), ("0", None), ("1e-9", None), ("1e300", 3600.0), ('"x"', None)],
+)
+async def test_an_announced_heartbeat_is_kept_within_bounds(
+    announced: str, kept: float | None
+) -> None:
+    reply = f'{{"ok":"connect","proto":2,"heartbeat":{announced}}}\n'.encode()
+
+    client = await connect_to_reply(reply)
+
+    assert (client.version, client.heartbeat_interval) == (2, kept)
+    await client.close()
+
+
+async def test_a_connect_reply_nested_too_deep_is_our_protocol_error() -> None:
+    with pytest.raises(RelayProtocolError, match="nests too deep"):
+        await connect_to_reply(b'{"ok":' + b"[" * 100_000 + b"\n")

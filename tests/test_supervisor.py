@@ -194,6 +194,7 @@ class Bench:
         self.states: list[LinkState] = []
         self.online = asyncio.Event()
         self.sessions = 0
+        self.reply_within = 5.0
         self.supervisor = Supervisor(
             str(self.path),
             ("127.0.0.1", relay.port),
@@ -218,7 +219,7 @@ class Bench:
     async def session(self, pipe: BytePipe) -> None:
         self.sessions += 1
         client = RelayClient(pipe, "A")
-        await client.connect(reply_within=5)
+        await client.connect(reply_within=self.reply_within)
         self.supervisor.online()
         self.online.set()
         try:
@@ -353,14 +354,21 @@ async def test_a_relay_that_is_down_is_retried_at_the_socket_only(
     await back.close()
 
 
-async def test_a_relay_that_closes_before_registering_is_retried_at_the_socket(
-    tmp_path: Path,
+@pytest.mark.parametrize("reply", [b"", b"{not json}\n", None])
+async def test_a_relay_that_fails_before_registering_is_retried_at_the_socket(
+    tmp_path: Path, reply: bytes | None
 ) -> None:
-    async def hang_up(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """It hangs up, answers garbage, or says nothing (None) to the connect."""
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if reply is None:
+            await reader.read()
+        writer.write(reply or b"")
         writer.close()
 
-    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    server = await asyncio.start_server(relay, "127.0.0.1", 0)
     bench = Bench(tmp_path, PortOnly(server.sockets[0].getsockname()[1]))
+    bench.reply_within = 0.05
     await bench.supervisor.start()
     bench.log.clear()
 
