@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Callable
@@ -116,9 +117,24 @@ async def serve(config: RelayConfig) -> None:
         loop.add_signal_handler(signum, stop.set)
     server = RelayServer(config)
     await server.start()
+    _spare_the_collector()
     await stop.wait()
     log.info("relay: stopping, closing %d cards", len(server.cards()))
     await server.close()
+
+
+def _spare_the_collector() -> None:
+    """Keep the cyclic garbage collector out of the relay's way once it is serving.
+
+    What start-up made lives as long as the process, so it is frozen out of every
+    collection. The relay's own objects form no cycles and die by reference counting,
+    often a thousand to a read; with a young generation of 700 objects the collector
+    would walk them mid-read while they are still alive (7 to 25 % of the relay's
+    CPU in the throughput benchmark). A larger generation lets most die first.
+    """
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(10_000, middle, old)
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
