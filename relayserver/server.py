@@ -400,6 +400,8 @@ class RelayServer:
     def _log_connect(
         self, connection: CardConnection, previous: CardConnection | None
     ) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return  # the peer's address costs a system call
         assert connection.transport is not None
         peer = connection.transport.get_extra_info("peername")
         address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "?"
