@@ -41,7 +41,7 @@ from typing import Any
 
 import pytest
 
-from modembridge.agent import AgentConfig
+from modembridge.agent import AgentConfig, capped_timeouts
 from modembridge.benchcard import AgentCard, BenchCard
 from modembridge.bringup import bring_up
 from modembridge.detect import open_modem
@@ -122,6 +122,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="run the soak tests for this long (90s, 10m, 2h)",
     )
     group.addoption(
+        "--command-timeout",
+        dest="mb_command_timeout",
+        metavar="DURATION",
+        help="longest wait for any one AT command (2s, 500ms) (default: 2 s on "
+        "simulated modules, each command's own limit on real ones)",
+    )
+    group.addoption(
         "--timeline-dir",
         dest="mb_timeline_dir",
         metavar="DIR",
@@ -150,6 +157,7 @@ def _bench_config(config: pytest.Config) -> BenchConfig:
         )
         relay_text = getattr(option, "mb_relay", None)
         soak_text = getattr(option, "mb_soak", None)
+        cap_text = getattr(option, "mb_command_timeout", None)
         return BenchConfig(
             modems=modems,
             relay=parse_address(relay_text) if relay_text else None,
@@ -157,6 +165,7 @@ def _bench_config(config: pytest.Config) -> BenchConfig:
             min_signal_dbm=getattr(option, "mb_min_signal", DEFAULT_MIN_SIGNAL_DBM),
             soak_seconds=parse_duration(soak_text) if soak_text else None,
             timeline_dir=_timeline_dir(config),
+            command_timeout=parse_duration(cap_text) if cap_text else None,
         )
     except ValueError as exc:
         raise pytest.UsageError(f"modembridge: {exc}") from exc
@@ -373,7 +382,9 @@ async def _open_and_bring_up(
     request: pytest.FixtureRequest,
 ) -> Modem:
     """Open one module, bring it up, and record who it is and how long it took."""
-    modem = await open_modem(port)
+    modem = await open_modem(
+        port, timeouts=capped_timeouts(config.command_timeout_of(index))
+    )
     try:
         report = await bring_up(modem, config.apn)
     except BaseException:
@@ -544,12 +555,13 @@ def simulator(hil_bench: Bench, hil_module: int) -> SimulatorHandle:
 # Cards
 
 
-def _agent_config(bench: Bench, port: str, card: str) -> AgentConfig:
-    heartbeat = SESSION_HEARTBEAT if bench.relay_in_process else 30.0
-    # The session's own relay beats every second: recover fast to match.
+def _agent_config(bench: Bench, index: int, port: str, card: str) -> AgentConfig:
+    own_relay = bench.relay_in_process
+    # The session's own relay beats every second: recover fast to match. Another
+    # relay's silence limit is the agent's own, from the interval it announces.
     policy = (
         RecoveryPolicy(backoff_base=0.2, backoff_max=5.0)
-        if bench.relay_in_process
+        if own_relay
         else RecoveryPolicy()
     )
     return AgentConfig(
@@ -557,26 +569,27 @@ def _agent_config(bench: Bench, port: str, card: str) -> AgentConfig:
         card=card,
         server=bench.relay_address,
         json_output=True,
-        # Two and a half heartbeats of silence mean the socket is dead.
-        silence_limit=max(2.5 * heartbeat, 5.0),
+        silence_limit=3 * SESSION_HEARTBEAT if own_relay else None,
         policy=policy,
+        command_timeout=bench.config.command_timeout_of(index),
     )
 
 
-def _attached(bench: Bench, modem: Modem, card: str) -> AgentCard:
+def _attached(bench: Bench, index: int, modem: Modem, card: str) -> AgentCard:
     """An agent card over ``modem``; after a reset the agent opens the port again."""
     handed_over = [modem]
+    timeouts = capped_timeouts(bench.config.command_timeout_of(index))
 
     async def first_the_open_one(path: str) -> Modem:
         if handed_over:
             return handed_over.pop()
-        return await open_modem(path)
+        return await open_modem(path, timeouts=timeouts)
 
     async def bring_up_with_apn(opened: Modem) -> object:
         return await bring_up(opened, bench.config.apn)
 
     return AgentCard(
-        _agent_config(bench, modem.port, card),
+        _agent_config(bench, index, modem.port, card),
         open_modem=first_the_open_one,
         bring_up=bring_up_with_apn,
     )
@@ -587,7 +600,8 @@ async def modem_card(
     hil_bench: Bench, hil_module: int, modem: Modem, measure: Measure
 ) -> AsyncIterator[AgentCard]:
     """The module of ``modem`` attached as a card by the attach agent, online."""
-    card = _attached(hil_bench, modem, hil_bench.card_name(f"m{hil_module}"))
+    name = hil_bench.card_name(f"m{hil_module}")
+    card = _attached(hil_bench, hil_module, modem, name)
     try:
         measure("card_online_s", await _started(card))
         yield card
@@ -603,7 +617,8 @@ async def modem_cards(
     cards: list[AgentCard] = []
     try:
         for index, opened in enumerate(modems):
-            card = _attached(hil_bench, opened, hil_bench.card_name(f"m{index}"))
+            name = hil_bench.card_name(f"m{index}")
+            card = _attached(hil_bench, index, opened, name)
             cards.append(card)
             measure(f"card{index}_online_s", await _started(card))
         yield cards

@@ -43,6 +43,9 @@ DEFAULT_APN = "internet"
 DEFAULT_MIN_SIGNAL_DBM = -105
 SESSION_HEARTBEAT = 1.0
 """Heartbeat interval of the session's own relay: short, so heartbeat tests are fast."""
+SIM_COMMAND_TIMEOUT = 2.0
+"""Longest wait for one AT command of a simulated module, which answers at once: a
+hung one is noticed in seconds instead of after the dialect's limit (up to 150 s)."""
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|h|m|s)?", re.IGNORECASE)
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, None: 1.0}
@@ -120,6 +123,17 @@ class BenchConfig:
     min_signal_dbm: int = DEFAULT_MIN_SIGNAL_DBM
     soak_seconds: float | None = None
     timeline_dir: Path = Path("hil-timelines")
+    command_timeout: float | None = None
+
+    def command_timeout_of(self, index: int) -> float | None:
+        """The cap on module ``index``'s AT command waits; None keeps the dialect's.
+
+        ``--command-timeout`` applies to every module; without it a simulated module
+        gets ``SIM_COMMAND_TIMEOUT`` and a real one its dialect's own limits.
+        """
+        if self.command_timeout is not None:
+            return self.command_timeout
+        return SIM_COMMAND_TIMEOUT if self.modems[index].simulated else None
 
     @property
     def has_hardware(self) -> bool:

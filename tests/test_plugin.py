@@ -175,6 +175,7 @@ def test_options_reach_the_bench_config(inner: pytest.Pytester) -> None:
         ("--modem=sim:bg96", "no simulated model 'bg96'"),
         ("--relay=relay.example.com", "is not HOST:PORT"),
         ("--soak=forever", "is not a duration"),
+        ("--command-timeout=0", "is not a positive duration"),
     ],
 )
 def test_bad_option_is_a_usage_error(
@@ -246,6 +247,44 @@ def test_unreachable_relay_fails_the_gate(
 
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*relay 127.0.0.1:1 unreachable*"])
+
+
+COMMAND_CAP = """
+def test_cap(modem, modem_card):
+    longest = max(modem.seconds(name) for name in modem.COMMANDS)
+    cap = modem_card.agent.config.command_timeout
+    print(f"longest={longest:g} cap={cap}")
+"""
+
+
+@pytest.mark.parametrize(
+    ("options", "shown"),
+    [
+        ([], "longest=2 cap=2.0"),
+        (["--command-timeout=7s"], "longest=7 cap=7.0"),
+    ],
+)
+def test_simulated_modules_cap_command_waits(
+    inner: pytest.Pytester, options: list[str], shown: str
+) -> None:
+    inner.makepyfile(COMMAND_CAP)
+
+    result = inner.runpytest("-s", "--modem=sim:ec20", *options)
+
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([f"*{shown}*"])
+
+
+def test_real_module_keeps_the_dialects_command_limits(
+    inner: pytest.Pytester, outside_module: str
+) -> None:
+    inner.makepyfile(COMMAND_CAP)
+
+    result = inner.runpytest("-s", f"--modem={outside_module}")
+
+    result.assert_outcomes(passed=1)
+    result.stdout.no_fnmatch_line("*longest=2 *")
+    result.stdout.fnmatch_lines(["*longest=* cap=None*"])
 
 
 FAILING = """
