@@ -21,8 +21,10 @@ boundaries, so a protocol that needs them must frame its messages itself.
 Missing heartbeats count as a dead socket: the relay sends one every interval, so a
 silence longer than ``silence_limit`` (by default two and a half intervals, as the
 version 2 relay announces them, else 75 s) means the socket is gone even if no one said
-so. On version 2 the agent also pings once an interval in which it sent nothing, so a
-relay with an idle timeout keeps it.
+so. So does a message the relay has not acknowledged within ``ack_timeout``: the
+relay may still send heartbeats while our requests are lost on the way. On version 2
+the agent also pings once an interval in which it sent nothing, so a relay with an
+idle timeout keeps it.
 """
 
 from __future__ import annotations
@@ -123,6 +125,7 @@ class AgentConfig:
     raw: bool = False
     silence_limit: float | None = None
     connect_timeout: float = 30.0
+    ack_timeout: float = 60.0
     drain_timeout: float = 10.0
     outbox_limit: int = 1000
     patience: float = 120.0
@@ -324,6 +327,7 @@ class Agent:
             asyncio.create_task(self._send_forever(client)),
             asyncio.create_task(self._receive_forever(client)),
             asyncio.create_task(self._drained_after_stop()),
+            asyncio.create_task(self._acks_awaited()),
         ]
         if client.version == 2 and client.heartbeat_interval:
             keepalive = self._keep_alive(client, client.heartbeat_interval)
@@ -382,6 +386,17 @@ class Agent:
                 _LOGGER.warning("card[%s]: %s", self.config.card, exc)
                 continue
             self._event_received(event)
+
+    async def _acks_awaited(self) -> None:
+        """A write the relay does not acknowledge in time means the link is dead."""
+        limit = self.config.ack_timeout
+        while True:
+            sent_at = self.outbox.oldest_in_flight()
+            waited = 0.0 if sent_at is None else time.monotonic() - sent_at
+            if waited >= limit:
+                detail = f"no acknowledgement from the relay in {limit:g} s"
+                raise LinkLost(Cause.SOCKET, detail)
+            await asyncio.sleep(limit - waited)
 
     async def _drained_after_stop(self) -> None:
         await self._stop.wait()

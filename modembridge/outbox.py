@@ -49,6 +49,7 @@ class Outgoing:
     handed_at: float
     origin: object = None
     retry_at: float = 0.0
+    sent_at: float = 0.0
 
 
 Undeliverable = Callable[[Outgoing, str], None]
@@ -124,7 +125,12 @@ class Outbox:
     def sent(self, message: Outgoing, request_id: int) -> None:
         """The message was written with this request id; it waits for its ack."""
         del self._waiting[message.seq]
+        message.sent_at = self._clock()
         self._in_flight[request_id] = message
+
+    def oldest_in_flight(self) -> float | None:
+        """When the longest-waiting unacknowledged message was written; None: none."""
+        return min((m.sent_at for m in self._in_flight.values()), default=None)
 
     def acked(self, request_id: int) -> Outgoing | None:
         """The relay accepted the request: its message leaves the outbox."""

@@ -366,6 +366,39 @@ async def test_garbage_from_the_relay_is_skipped_with_a_warning(
     server.close()
 
 
+async def test_a_relay_that_stops_acknowledging_counts_as_a_dead_socket(
+    tmp_path: Path,
+) -> None:
+    requests: list[bytes] = []
+    heard = asyncio.Event()
+
+    async def deaf(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(200)  # the connect request, which has no line end
+        writer.write(b'{"ok":"connect","proto":2,"heartbeat":30}\n')
+        while line := await reader.readline():
+            requests.append(line)
+            heard.set()
+        writer.close()
+
+    server = await asyncio.start_server(deaf, "127.0.0.1", 0)
+    port = PortOnly(server.sockets[0].getsockname()[1])
+    a = await Card(tmp_path, port, "A", ack_timeout=0.2).start()  # type: ignore[arg-type]
+
+    a.type("B: are you there?")
+    await a.status.wait_for(lambda x: sum("online" in y for y in x) == 2)
+    async with asyncio.timeout(5):
+        while len(requests) < 2:
+            heard.clear()
+            await heard.wait()
+
+    assert any(
+        "no acknowledgement from the relay in 0.2 s" in y for y in a.status.lines
+    )
+    assert requests[0] == requests[1]  # sent again on the new socket
+    await a.stop(at_once=True)
+    server.close()
+
+
 async def test_waiting_messages_share_module_sends(tmp_path: Path) -> None:
     relay = RelayServer(RelayConfig(host="127.0.0.1", port=0, heartbeat=30))
     await relay.start()
