@@ -18,12 +18,13 @@ one regular expression straight from the bytes (also when a request was complete
 a later read); everything else goes through the literal parser. Both paths give the
 same request for the same bytes.
 
-A connection may also take whole runs of sends at once (:meth:`RequestDecoder.
-maybe_sends`): when the bytes at hand open with sends spelled exactly as deployed
-cards spell them, one pass of a regular expression over the read finds them all and
-groups their messages per target, without a request object each. The relay routes
-such a run only when it can do so exactly as it would route the sends one by one,
-and otherwise decodes the same bytes the usual way.
+A connection may also take a whole run of sends at once (:meth:`RequestDecoder.
+maybe_sends`): when the bytes at hand are nothing but sends spelled exactly as
+deployed cards spell them, up to a request still unfinished at the end, one pass of
+a regular expression finds them all, a sum of their lengths proves that they tile
+the bytes, and their messages are grouped per target, with no request object each.
+The relay routes such a run only when it can do so exactly as it would route the
+sends one by one, and otherwise decodes the same bytes the usual way.
 """
 
 from __future__ import annotations
@@ -88,8 +89,8 @@ _CANONICAL_FRAME = len(b"{'action':'send','to':'','message':''}")
 
 @dataclass(slots=True)
 class SendRun:
-    """Sends that open the bytes at hand, each target's messages in order; what
-    follows ``end`` in ``view`` is yet to be decoded."""
+    """``count`` sends tiling ``view`` up to ``end``, each target's messages in
+    order; what follows ``end`` is yet to be decoded."""
 
     messages: dict[bytes, list[bytes]]
     count: int
@@ -152,8 +153,9 @@ class RequestDecoder:
         return self._feed_from(data, 0)
 
     def maybe_sends(self, data: bytes) -> SendRun | None:
-        """The sends in deployed cards' spelling that open the held bytes and
-        ``data``, not taken yet (see :meth:`take`); None if there are none."""
+        """The sends, not taken yet (see :meth:`take`), when the held bytes and
+        ``data`` are sends in deployed cards' spelling up to an unfinished request
+        at most; else None."""
         held = self._buffer
         if self._mode is not _Mode.NORMAL or (held and len(held) > len(data)):
             # Held bytes are scanned again here, so only while that stays cheap.
