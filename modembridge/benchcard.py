@@ -18,6 +18,8 @@ import io
 import json
 import logging
 import time
+from collections.abc import Callable
+from typing import Any
 
 from modembridge.agent import Agent, AgentConfig
 from modembridge.errors import ModemError
@@ -177,6 +179,7 @@ class AgentCard:
             status=self._status_received,
         )
         self._task: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
 
     @property
     def state(self) -> LinkState:
@@ -192,19 +195,33 @@ class AgentCard:
         """Wait until the card is online; returns how long that took."""
         started = time.monotonic()
         async with asyncio.timeout(within):
-            # The agent owns the supervisor's state callback; polling stays outside.
-            while self.state is not LinkState.ONLINE:
-                if self._task is not None and self._task.done():
-                    self._task.result()
-                    raise CardError(f"card[{self.name}]: the agent stopped")
-                await asyncio.sleep(0.05)
+            await self._until(self.agent.online.is_set)
         return time.monotonic() - started
 
     async def wait_offline(self, within: float = 60.0) -> None:
         """Wait until the agent noticed its link is down."""
         async with asyncio.timeout(within):
-            while self.state is LinkState.ONLINE:  # noqa: ASYNC110
-                await asyncio.sleep(0.05)
+            await self._until(lambda: not self.agent.online.is_set())
+
+    async def _until(self, condition: Callable[[], bool]) -> None:
+        """Wait for ``condition`` on the agent's link; raise if the agent stops.
+
+        The agent reports every change of its link to the status callback (leaving
+        ONLINE is always a cycle's first failure), so each status line is a wake-up.
+        """
+        while not condition():
+            if self._task is not None and self._task.done():
+                self._task.result()
+                raise CardError(f"card[{self.name}]: the agent stopped")
+            self._changed.clear()
+            changed = asyncio.ensure_future(self._changed.wait())
+            waits: set[asyncio.Future[Any]] = {changed}
+            if self._task is not None:
+                waits.add(self._task)
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                changed.cancel()
 
     def send(self, to: str, data: bytes) -> None:
         """Hand ``data`` to the agent for card ``to``; it holds it until acked."""
@@ -249,4 +266,5 @@ class AgentCard:
 
     def _status_received(self, text: str) -> None:
         self.status.append(text)
+        self._changed.set()
         logger.info("card[%s]: agent says %s", self.name, text)
