@@ -1,9 +1,11 @@
-"""Soak: messages both ways for ``--soak DURATION``; reports loss and latency.
+"""Soak: every module at once, messages both ways for ``--soak DURATION``.
 
-Skipped unless ``--soak`` is given. Each direction sends a numbered message every
-``INTERVAL`` seconds. What the agent was handed must all arrive (it keeps messages
-until the relay acknowledged them); the host-to-module direction has no such promise
-in the protocol, so its losses are reported as numbers, not failed on.
+Skipped unless ``--soak`` is given. Each module is attached as a card, and one plain
+TCP card talks to all of them at the same time: each direction of each module sends a
+numbered message every ``INTERVAL`` seconds. What an agent was handed must all arrive
+(it keeps messages until the relay acknowledged them); the host-to-module direction
+has no such promise in the protocol, so its losses are reported as numbers, not failed
+on.
 """
 
 import asyncio
@@ -24,7 +26,7 @@ DRAIN_SECONDS = 30.0
 
 
 class Direction:
-    """One direction of the soak: what was sent when, and what arrived."""
+    """One direction of one module: what was sent when, and what arrived."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -39,8 +41,7 @@ class Direction:
         self.sent[number] = time.monotonic()
         return f"soak {self.name} {number}".encode()
 
-    def arrived(self, data: bytes) -> None:
-        number = int(data.decode().rsplit(" ", 1)[1])
+    def arrived(self, number: int) -> None:
         if number in self.received:
             self.duplicates += 1
             return
@@ -63,62 +64,86 @@ class Direction:
         measure(f"soak_{self.name}_lost", self.lost)
         measure(f"soak_{self.name}_duplicates", self.duplicates)
         if self.latencies:
-            for name, value in latency_summary(
-                f"soak_{self.name}", self.latencies
-            ).items():
+            summary = latency_summary(f"soak_{self.name}", self.latencies)
+            for name, value in summary.items():
                 measure(name, value)
 
 
+class Soak:
+    """Both directions of every module, and the clock they all stop on."""
+
+    def __init__(self, cards: list[AgentCard], seconds: float) -> None:
+        self.cards = cards
+        self.up = {card.name: Direction(f"m{i}_up") for i, card in enumerate(cards)}
+        self.down = {card.name: Direction(f"m{i}_down") for i, card in enumerate(cards)}
+        self.deadline = time.monotonic() + seconds
+        self._by_name = {d.name: d for d in [*self.up.values(), *self.down.values()]}
+
+    @property
+    def directions(self) -> list[Direction]:
+        return list(self._by_name.values())
+
+    def arrived(self, data: bytes) -> None:
+        """File one arrival under the direction its text names."""
+        _, name, number = data.decode().split(" ")
+        self._by_name[name].arrived(int(number))
+
+    async def send_up(self, card: AgentCard, to: str) -> None:
+        direction = self.up[card.name]
+        number = 0
+        while time.monotonic() < self.deadline:
+            card.send(to, direction.message(number))
+            number += 1
+            await asyncio.sleep(INTERVAL)
+
+    async def send_down(self, tcp_card: BenchCard, card: AgentCard) -> None:
+        direction = self.down[card.name]
+        number = 0
+        while time.monotonic() < self.deadline:
+            try:
+                await tcp_card.send(card.name, direction.message(number))
+            except (CardError, TimeoutError):
+                direction.refused += 1
+            number += 1
+            await asyncio.sleep(INTERVAL)
+
+    async def receive(self, card: AgentCard | BenchCard) -> None:
+        while True:
+            self.arrived((await card.receive(within=None)).data)
+
+
 @pytest.mark.timeout(0)
-async def test_soak_messages_both_ways(
-    modem_card: AgentCard,
+async def test_soak_every_module_at_once(
+    modem_cards: list[AgentCard],
     tcp_card: BenchCard,
     hil_config: BenchConfig,
     measure: Measure,
 ) -> None:
     assert hil_config.soak_seconds is not None
-    up, down = Direction("up"), Direction("down")
-    deadline = time.monotonic() + hil_config.soak_seconds
-
-    async def send_up() -> None:
-        number = 0
-        while time.monotonic() < deadline:
-            modem_card.send(tcp_card.name, up.message(number))
-            number += 1
-            await asyncio.sleep(INTERVAL)
-
-    async def send_down() -> None:
-        number = 0
-        while time.monotonic() < deadline:
-            try:
-                await tcp_card.send(modem_card.name, down.message(number))
-            except (CardError, TimeoutError):
-                down.refused += 1
-            number += 1
-            await asyncio.sleep(INTERVAL)
-
-    async def receive(card: AgentCard | BenchCard, direction: Direction) -> None:
-        while True:
-            direction.arrived((await card.receive(within=None)).data)
-
+    soak = Soak(modem_cards, hil_config.soak_seconds)
+    senders = [soak.send_up(card, tcp_card.name) for card in modem_cards]
+    senders += [soak.send_down(tcp_card, card) for card in modem_cards]
     receivers = [
-        asyncio.create_task(receive(tcp_card, up)),
-        asyncio.create_task(receive(modem_card, down)),
+        asyncio.create_task(soak.receive(card)) for card in [tcp_card, *modem_cards]
     ]
+
     try:
-        await asyncio.gather(send_up(), send_down())
+        await asyncio.gather(*senders)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(DRAIN_SECONDS):
-                await asyncio.gather(up.all_arrived(), down.all_arrived())
+                await asyncio.gather(*(d.all_arrived() for d in soak.directions))
     finally:
         for task in receivers:
             task.cancel()
         await asyncio.gather(*receivers, return_exceptions=True)
 
-    up.record(measure)
-    down.record(measure)
-    measure("soak_down_refused", down.refused)
-    assert up.lost == 0, (
-        f"{up.lost} of {len(up.sent)} messages handed to the agent lost"
-    )
-    assert up.duplicates == 0
+    for direction in soak.directions:
+        direction.record(measure)
+    for direction in soak.down.values():
+        measure(f"soak_{direction.name}_refused", direction.refused)
+    for direction in soak.up.values():
+        assert direction.lost == 0, (
+            f"{direction.name}: {direction.lost} of {len(direction.sent)} "
+            "messages handed to the agent lost"
+        )
+        assert direction.duplicates == 0, direction.name
