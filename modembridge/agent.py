@@ -371,6 +371,7 @@ class Agent:
         if limit is None:
             interval = client.heartbeat_interval or DEFAULT_HEARTBEAT
             limit = 2.5 * interval
+        bad_lines = 0
         while True:
             try:
                 async with asyncio.timeout(limit):
@@ -383,7 +384,15 @@ class Agent:
                 raise LinkLost(Cause.SOCKET, str(exc)) from exc
             except RelayProtocolError as exc:
                 # Lines resynchronise: skip the bad one, keep the session.
-                _LOGGER.warning("card[%s]: %s", self.config.card, exc)
+                bad_lines += 1
+                level = logging.WARNING if bad_lines == 1 else logging.DEBUG
+                _LOGGER.log(
+                    level,
+                    "card[%s]: %s (%d this session)",
+                    self.config.card,
+                    exc,
+                    bad_lines,
+                )
                 continue
             self._event_received(event)
 

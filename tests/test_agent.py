@@ -347,21 +347,27 @@ async def test_a_version_1_relay_gets_version_1_by_itself(tmp_path: Path) -> Non
     await relay.close()
 
 
-async def test_garbage_from_the_relay_is_skipped_with_a_warning(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+async def test_garbage_from_the_relay_is_skipped_with_one_warning(
+    tmp_path: Path,
 ) -> None:
     async def garbled(reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         await reader.read(100)
         writer.write(b'{"ok":"connect","proto":2,"heartbeat":30}\n')
-        writer.write(b'\xff\xfe garbage\n{"from":"Z","message":"still here"}\n')
+        writer.write(b'\xff\xfe garbage\n[1]\n{"from":"Z","message":"still here"}\n')
         await writer.drain()
         await reader.read(100)
 
     server = await asyncio.start_server(garbled, "127.0.0.1", 0)
-    a = await Card(tmp_path, PortOnly(server.sockets[0].getsockname()[1]), "A").start()  # type: ignore[arg-type]
+    port = server.sockets[0].getsockname()[1]
 
-    assert await a.stdout.wait_for(lambda x: x) == ["Z: still here"]
-    assert "card[A]: relay line is not JSON" in caplog.text
+    with LogWatch("card[A]: relay line", "modembridge.agent") as watch:
+        a = await Card(tmp_path, PortOnly(port), "A").start()  # type: ignore[arg-type]
+        assert await a.stdout.wait_for(lambda x: x) == ["Z: still here"]
+
+    assert [(r.levelname, r.getMessage()) for r in watch.records] == [
+        ("WARNING", "card[A]: relay line is not JSON (1 this session)"),
+        ("DEBUG", "card[A]: relay line is not a JSON object (2 this session)"),
+    ]
     await a.stop(at_once=True)
     server.close()
 
