@@ -49,9 +49,9 @@ async def hang_until_noticed(simulator: SimulatorHandle, card: AgentCard) -> Non
 
 
 async def power_cut(simulator: SimulatorHandle, card: AgentCard) -> None:
-    """The module loses power for a second; its port vanishes meanwhile."""
+    """The module loses power for half a second; its port vanishes meanwhile."""
     await simulator.power_off()
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(0.5)
     await simulator.power_on()
 
 
@@ -66,15 +66,15 @@ FAULTS: dict[str, Fault] = {
 
 
 async def lose_registration(simulator: SimulatorHandle) -> None:
-    """The network drops the registration for two seconds."""
-    await simulator.lose_registration(2.0)
-    await asyncio.sleep(2.5)
+    """The network drops the registration for a second."""
+    await simulator.lose_registration(1.0)
+    await asyncio.sleep(1.2)
 
 
 async def lose_signal(simulator: SimulatorHandle) -> None:
-    """All signal gone for two seconds, then back."""
+    """All signal gone for a second, then back."""
     await simulator.set_no_signal(True)
-    await asyncio.sleep(2.0)
+    await asyncio.sleep(1.0)
     await simulator.set_no_signal(False)
 
 

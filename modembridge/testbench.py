@@ -46,6 +46,9 @@ SESSION_HEARTBEAT = 1.0
 SIM_COMMAND_TIMEOUT = 2.0
 """Longest wait for one AT command of a simulated module, which answers at once: a
 hung one is noticed in seconds instead of after the dialect's limit (up to 150 s)."""
+SIM_REBOOT_DOWNTIME = 0.5
+"""How long a simulated module's port is gone when it reboots: enough for the agent
+to see it vanish, short enough to keep the reboot tests quick."""
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|h|m|s)?", re.IGNORECASE)
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, None: 1.0}
@@ -366,7 +369,10 @@ class Bench:
 
     async def _start_simulator(self, model: str, link: Path) -> SimulatedModem:
         link.parent.mkdir(parents=True, exist_ok=True)
-        simulator = SimulatedModem(SimConfig(model=model, link=str(link)))
+        config = SimConfig(
+            model=model, link=str(link), reboot_downtime=SIM_REBOOT_DOWNTIME
+        )
+        simulator = SimulatedModem(config)
         await simulator.start()
         logger.info("bench: simulated %s on %s", model, simulator.path)
         return simulator
