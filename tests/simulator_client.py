@@ -36,11 +36,12 @@ class RawClient:
         """Everything up to and including ``marker``; fail after ``timeout``."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
+        self._poll()
         while marker not in self.buffer:
             if loop.time() > deadline:
                 raise AssertionError(f"no {marker!r} in {bytes(self.buffer)!r}")
-            self._poll()
             await asyncio.sleep(0.002)
+            self._poll()
         end = self.buffer.index(marker) + len(marker)
         data = bytes(self.buffer[:end])
         del self.buffer[:end]
@@ -50,11 +51,12 @@ class RawClient:
         """Exactly ``size`` bytes."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
+        self._poll()
         while len(self.buffer) < size:
             if loop.time() > deadline:
                 raise AssertionError(f"only {bytes(self.buffer)!r} of {size} bytes")
-            self._poll()
             await asyncio.sleep(0.002)
+            self._poll()
         data = bytes(self.buffer[:size])
         del self.buffer[:size]
         return data
@@ -64,10 +66,14 @@ class RawClient:
         loop = asyncio.get_running_loop()
         last = loop.time()
         size = len(self.buffer)
-        while loop.time() - last < quiet:
+        while True:
+            # Poll before judging the silence: a test process that was not
+            # scheduled for a while must still see what arrived meanwhile.
             self._poll()
             if len(self.buffer) != size:
                 size, last = len(self.buffer), loop.time()
+            elif loop.time() - last >= quiet:
+                break
             await asyncio.sleep(0.005)
         data = bytes(self.buffer)
         self.buffer.clear()
