@@ -274,6 +274,8 @@ class Supervisor:
 
     def _relay_side(self, exc: ModemError, cause: Cause) -> bool:
         """Whether the relay refused or timed out the connect, or closed it at once."""
+        if cause not in (Cause.ERROR, Cause.SOCKET):
+            return False  # the module reported what went wrong on its side
         if self._phase is _Phase.REGISTERING:
             # The module carried the connect both ways; what failed is the relay.
             relay_errors = (RelayClosed, RelayProtocolError, RelayTimeout)
