@@ -1,6 +1,7 @@
 """Messages through a module and the relay: both ways, large, binary, timed."""
 
 import asyncio
+import math
 import time
 
 import pytest
@@ -10,6 +11,7 @@ from modembridge.measurement import latency_summary
 from modembridge.modem import Modem
 from modembridge.pytest_plugin import Measure, RelayInfo
 from modembridge.testbench import Bench
+from modembridge.timeline import Timeline
 
 LARGE = 5000
 """Over three send commands on either module (1460 and 1500 bytes a send)."""
@@ -29,7 +31,7 @@ async def test_message_both_ways(modem_card: AgentCard, tcp_card: BenchCard) -> 
 
 
 async def test_large_message_is_split_across_sends(
-    modem_card: AgentCard, tcp_card: BenchCard
+    modem: Modem, modem_card: AgentCard, tcp_card: BenchCard, timeline: Timeline
 ) -> None:
     up = bytes(ord("a") + i % 26 for i in range(LARGE))
     down = bytes(ord("A") + i % 26 for i in range(LARGE))
@@ -41,6 +43,9 @@ async def test_large_message_is_split_across_sends(
 
     assert arrived == up
     assert answer == down
+    send = modem.command_text("send", link=0, length=0).split("=")[0]
+    sends = [entry for entry in timeline.entries if f"> {send}=" in entry.text]
+    assert len(sends) >= math.ceil(LARGE / modem.facts.max_send), sends
 
 
 async def test_binary_payload_both_ways(
