@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
@@ -202,6 +203,37 @@ def test_real_module_skips_simulation_only_tests(
     )
 
 
+def test_real_module_runs_hardware_tests(
+    inner: pytest.Pytester, outside_module: str
+) -> None:
+    inner.makepyfile(SKIPS)
+
+    result = inner.runpytest("-k", "needs_hardware", f"--modem={outside_module}")
+
+    result.assert_outcomes(passed=1)
+
+
+def test_plugin_is_a_pytest11_entry_point() -> None:
+    plugins = {entry.name: entry.value for entry in entry_points(group="pytest11")}
+
+    assert plugins.get("modembridge") == "modembridge.pytest_plugin"
+
+
+def test_markers_are_registered(inner: pytest.Pytester) -> None:
+    result = inner.runpytest("--markers")
+
+    result.stdout.fnmatch_lines(
+        [
+            "@pytest.mark.hardware:*--modem*",
+            "@pytest.mark.simulation_only:*",
+            "@pytest.mark.modems(n):*",
+            "@pytest.mark.model(name, ...):*",
+            "@pytest.mark.soak:*--soak*",
+        ],
+        consecutive=False,
+    )
+
+
 def test_healthy_bench_runs_on_the_real_module(
     inner: pytest.Pytester, outside_module: str
 ) -> None:
@@ -334,6 +366,7 @@ def test_junit_has_identity_measurements_and_the_attachment(
     for case in cases.values():
         properties = {p.get("name"): p.get("value") for p in case.iter("property")}
         assert properties["modem0.model"] == "SIMCOM_SIM7600G-H"
+        assert properties["modem0.firmware"]
         assert properties["modem0.imei"] == "***********1788"
         assert set(properties["modem0.iccid"][:-4]) == {"*"}
         float(properties["modem0.registration_s"])
