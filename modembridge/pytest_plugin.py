@@ -44,6 +44,7 @@ import pytest
 from modembridge.agent import AgentConfig, capped_timeouts
 from modembridge.benchcard import AgentCard, BenchCard
 from modembridge.bringup import bring_up
+from modembridge.cli.options import parse_host_port
 from modembridge.detect import open_modem
 from modembridge.junitattach import JUnitAttacher
 from modembridge.measurement import Measurements
@@ -59,7 +60,6 @@ from modembridge.testbench import (
     ModemSpec,
     SimulatorHandle,
     check_health,
-    parse_address,
     parse_duration,
 )
 from modembridge.timeline import Timeline
@@ -160,7 +160,7 @@ def _bench_config(config: pytest.Config) -> BenchConfig:
         cap_text = getattr(option, "mb_command_timeout", None)
         return BenchConfig(
             modems=modems,
-            relay=parse_address(relay_text) if relay_text else None,
+            relay=parse_host_port(relay_text, None) if relay_text else None,
             apn=getattr(option, "mb_apn", DEFAULT_APN),
             min_signal_dbm=getattr(option, "mb_min_signal", DEFAULT_MIN_SIGNAL_DBM),
             soak_seconds=parse_duration(soak_text) if soak_text else None,

@@ -90,15 +90,6 @@ class ModemSpec:
         return match.group(1) if match and match.group(1) in MODELS else None
 
 
-def parse_address(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[v6]:PORT`` too) as a pair; raises ValueError."""
-    host, sep, port = text.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{text!r} is not HOST:PORT")
-    return host, int(port)
-
-
 def parse_duration(text: str) -> float:
     """Seconds in ``90``, ``90s``, ``10m``, ``2h``, ``1h30m``; raises ValueError."""
     position = 0

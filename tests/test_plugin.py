@@ -174,7 +174,7 @@ def test_options_reach_the_bench_config(inner: pytest.Pytester) -> None:
     ("option", "message"),
     [
         ("--modem=sim:bg96", "no simulated model 'bg96'"),
-        ("--relay=relay.example.com", "is not HOST:PORT"),
+        ("--relay=relay.example.com", "has no port (HOST:PORT)"),
         ("--soak=forever", "is not a duration"),
         ("--command-timeout=0", "is not a positive duration"),
     ],

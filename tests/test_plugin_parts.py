@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from modembridge.cli.options import parse_host_port
 from modembridge.measurement import Measurements, latency_summary, percentile
 from modembridge.pytest_plugin import mask
-from modembridge.testbench import ModemSpec, parse_address, parse_duration
+from modembridge.testbench import ModemSpec, parse_duration
 from modembridge.timeline import Timeline
 from modembridge.wirelog import WIRE
 
@@ -48,14 +49,14 @@ def test_modem_spec_refuses(text: str) -> None:
         ("[::1]:8888", ("::1", 8888)),
     ],
 )
-def test_parse_address(text: str, address: tuple[str, int]) -> None:
-    assert parse_address(text) == address
+def test_relay_address(text: str, address: tuple[str, int]) -> None:
+    assert parse_host_port(text, None) == address
 
 
 @pytest.mark.parametrize("text", ["relay", ":8888", "relay:0", "relay:65536", "a:b"])
-def test_parse_address_refuses(text: str) -> None:
-    with pytest.raises(ValueError, match="HOST:PORT"):
-        parse_address(text)
+def test_relay_address_refuses(text: str) -> None:
+    with pytest.raises(ValueError, match=r"HOST:PORT|out of range"):
+        parse_host_port(text, None)
 
 
 @pytest.mark.parametrize(
