@@ -1,5 +1,6 @@
 """Discovery: which ports are a module's, which is AT, and who holds a port."""
 
+import contextlib
 import json
 import os
 import subprocess
@@ -122,32 +123,29 @@ def pty_name() -> Iterator[str]:
     os.close(master)
 
 
-def start_holder(port: str, name: str) -> subprocess.Popen[str]:
+@contextlib.contextmanager
+def held_by(port: str, name: str) -> Iterator[subprocess.Popen[str]]:
+    """A child process named ``name`` holding ``port`` open while the block runs."""
     child = subprocess.Popen(
         [sys.executable, "-c", HOLDER, port, name],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert child.stdout is not None
-    assert child.stdout.readline() == "holding\n"
-    return child
-
-
-def stop(child: subprocess.Popen[str]) -> None:
     assert child.stdin is not None
-    child.stdin.close()
-    child.wait(timeout=10)
     assert child.stdout is not None
-    child.stdout.close()
+    try:
+        assert child.stdout.readline() == "holding\n"
+        yield child
+    finally:
+        child.stdin.close()
+        child.wait(timeout=10)
+        child.stdout.close()
 
 
 def test_holder_of_a_pty_is_the_process_that_opened_it(pty_name: str) -> None:
-    child = start_holder(pty_name, "porthog")
-    try:
+    with held_by(pty_name, "porthog") as child:
         found = discovery.holders(pty_name)
-    finally:
-        stop(child)
 
     assert found == [discovery.Holder(child.pid, "porthog")]
     assert not found[0].is_modemmanager
@@ -155,11 +153,8 @@ def test_holder_of_a_pty_is_the_process_that_opened_it(pty_name: str) -> None:
 
 
 def test_modemmanager_holding_a_port_is_named(pty_name: str) -> None:
-    child = start_holder(pty_name, "ModemManager")
-    try:
+    with held_by(pty_name, "ModemManager") as child:
         found = discovery.holders(pty_name)
-    finally:
-        stop(child)
 
     assert [h.is_modemmanager for h in found] == [True]
     assert found[0].describe() == f"ModemManager (pid {child.pid})"

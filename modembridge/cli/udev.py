@@ -92,22 +92,22 @@ def _dump_live(device: str) -> str:
     udevadm = shutil.which("udevadm")
     if udevadm is None:
         raise click.ClickException("udevadm is not installed")
+    walk = _udevadm_info(udevadm, device, "--attribute-walk")
+    props = _udevadm_info(udevadm, device, "--query=property")
+    return walk + "".join(f"E: {line}\n" for line in props.splitlines())
+
+
+def _udevadm_info(udevadm: str, device: str, what: str) -> str:
+    """The output of ``udevadm info WHAT --name=DEVICE``; a click error if it fails."""
     try:
-        walk = subprocess.run(  # noqa: S603 (fixed argv, no shell)
-            [udevadm, "info", "--attribute-walk", f"--name={device}"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        props = subprocess.run(  # noqa: S603 (fixed argv, no shell)
-            [udevadm, "info", "--query=property", f"--name={device}"],
+        return subprocess.run(  # noqa: S603 (fixed argv, no shell)
+            [udevadm, "info", what, f"--name={device}"],
             capture_output=True,
             text=True,
             check=True,
         ).stdout
     except subprocess.CalledProcessError as exc:
         raise click.ClickException(f"{device}: {exc.stderr.strip()}") from exc
-    return walk + "".join(f"E: {line}\n" for line in props.splitlines())
 
 
 def _describe(outcome: rules.Outcome) -> str:
