@@ -18,7 +18,7 @@ import io
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from modembridge.agent import Agent, AgentConfig
@@ -39,6 +39,17 @@ logger = logging.getLogger(__name__)
 
 class CardError(ModemError):
     """A test card's send was refused, or its session ended."""
+
+
+async def joined(
+    next_delivery: Callable[[], Awaitable[Delivery]], size: int, within: float
+) -> bytes:
+    """Deliveries from ``next_delivery`` joined until ``size`` bytes came."""
+    data = b""
+    async with asyncio.timeout(within):
+        while len(data) < size:
+            data += (await next_delivery()).data
+    return data
 
 
 class BenchCard:
@@ -93,11 +104,7 @@ class BenchCard:
 
     async def receive_bytes(self, size: int, within: float = 30.0) -> bytes:
         """Deliveries joined until ``size`` bytes came (a relay may split or join)."""
-        data = b""
-        async with asyncio.timeout(within):
-            while len(data) < size:
-                data += (await self._next_delivery()).data
-        return data
+        return await joined(self._next_delivery, size, within)
 
     async def wait_heartbeats(self, count: int, within: float = 60.0) -> list[float]:
         """Wait until ``count`` heartbeats arrived; returns their arrival times."""
@@ -247,11 +254,7 @@ class AgentCard:
 
     async def receive_bytes(self, size: int, within: float = 30.0) -> bytes:
         """Deliveries joined until ``size`` bytes came."""
-        data = b""
-        async with asyncio.timeout(within):
-            while len(data) < size:
-                data += (await self.receive(within)).data
-        return data
+        return await joined(lambda: self.receive(None), size, within)
 
     async def stop(self, within: float = 30.0) -> None:
         """Ask the agent to drain and exit; cancel it if it takes too long."""

@@ -74,6 +74,8 @@ MEASUREMENTS_KEY = pytest.StashKey[Measurements]()
 TIMELINE_KEY = pytest.StashKey[Path]()
 ATTACHMENTS_KEY = pytest.StashKey[dict[str, Path]]()
 
+SIMULATION_ONLY = "injects simulator faults: runs only with --modem sim:MODEL modules"
+
 MARKERS = (
     "hardware: needs a real module (--modem PORT)",
     "simulation_only: injects simulator faults; skipped on real modules",
@@ -197,7 +199,7 @@ def skip_reason(item: pytest.Item, bench: BenchConfig) -> str | None:
     if item.get_closest_marker("hardware") and not bench.has_hardware:
         return "needs a real module: give --modem /dev/ttyUSB2 (its AT port)"
     if item.get_closest_marker("simulation_only") and bench.has_hardware:
-        return "injects simulator faults: runs only with --modem sim:MODEL modules"
+        return SIMULATION_ONLY
     if item.get_closest_marker("soak") and bench.soak_seconds is None:
         return "soak test: give --soak DURATION (for instance --soak 10m) to run it"
 
@@ -538,7 +540,7 @@ def simulators(hil_bench: Bench) -> list[SimulatorHandle]:
     """The fault handles of every module; skips unless all are simulated."""
     handles = [handle for handle in hil_bench.simulators if handle is not None]
     if len(handles) != len(hil_bench.simulators):
-        pytest.skip("injects simulator faults: runs only with --modem sim:MODEL")
+        pytest.skip(SIMULATION_ONLY)
     return handles
 
 
@@ -547,7 +549,7 @@ def simulator(hil_bench: Bench, hil_module: int) -> SimulatorHandle:
     """The fault handle of the module ``modem`` and ``modem_card`` use."""
     handle = hil_bench.simulators[hil_module]
     if handle is None:
-        pytest.skip("injects simulator faults: runs only with --modem sim:MODEL")
+        pytest.skip(SIMULATION_ONLY)
     return handle
 
 
