@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -25,6 +26,9 @@ logger = logging.getLogger(__name__)
 
 #: The most distinct values one label of one metric takes before ``other``.
 MAX_LABEL_VALUES = 32
+
+#: What a heartbeat round does to one card connection.
+Visit = Callable[[Any], object]
 
 _LABEL_VALUE = re.compile(r"[a-z0-9_]{1,32}")
 
@@ -95,15 +99,22 @@ class RelayMetrics:
         """A card's connection ended; ``why`` is a label or the relay's own words."""
         self.disconnects.labels(self._label("reason", disconnect_reason(why))).inc()
 
-    def request_received(self, kind: str) -> None:
-        """A card sent a request of ``kind`` (its class: ``Send``, ``Ping``...)."""
+    def request_received(self, kind: str, count: int = 1) -> None:
+        """A card sent ``count`` requests of ``kind`` (their class: ``Send``...)."""
         child = self._request_kinds.get(kind)
         if child is None:
             label = _REQUEST_KINDS.get(kind, kind.lower())
             child = self._request_kinds[kind] = self.requests.labels(
                 self._label("kind", label)
             )
-        child.inc()
+        child.inc(count)
+
+    def sends_relayed(self, count: int, messages: Iterable[Sequence[bytes]]) -> None:
+        """A run of ``count`` sends reached local cards; ``messages`` by target."""
+        self.request_received("Send", count)
+        self.messages.labels("local").inc(count)
+        size = sum(len(message) for run in messages for message in run)
+        self.relayed_bytes.labels("local").inc(size)
 
     def message_relayed(self, size: int, route: str = "local") -> None:
         """A message of ``size`` bytes reached its target, on this node or another."""
@@ -118,6 +129,31 @@ class RelayMetrics:
     def heartbeat_round(self, seconds: float) -> None:
         """One heartbeat round, written to every card, took ``seconds``."""
         self.heartbeat_seconds.observe(seconds)
+
+    def timed_round(self, visit: Visit, count: int) -> Visit:
+        """``visit`` for a heartbeat round over ``count`` cards, which also times
+        the round (its slices and the loop's work between them) and adds up the
+        bytes the cards have not read yet."""
+        started = time.perf_counter()
+        seen = total = largest = 0
+
+        def timed(connection: Any) -> None:
+            nonlocal seen, total, largest
+            visit(connection)
+            transport = connection.transport
+            if transport is not None:
+                size = transport.get_write_buffer_size()
+                total += size
+                largest = max(largest, size)
+            seen += 1
+            if seen == count:
+                self.heartbeat_round(time.perf_counter() - started)
+                self.write_buffers_sampled(total, largest)
+
+        if count == 0:
+            self.heartbeat_round(0.0)
+            self.write_buffers_sampled(0, 0)
+        return timed
 
     def writes_paused(self) -> None:
         """A card's unsent bytes reached the high-water mark."""

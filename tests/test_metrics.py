@@ -121,3 +121,45 @@ def test_closing_stops_the_http_server() -> None:
 
     with pytest.raises(urllib.error.URLError):
         scrape(port)
+
+
+class Transport:
+    def __init__(self, unsent: int) -> None:
+        self.unsent = unsent
+
+    def get_write_buffer_size(self) -> int:
+        return self.unsent
+
+
+class Connection:
+    def __init__(self, unsent: int) -> None:
+        self.transport = Transport(unsent)
+
+
+def test_a_timed_round_records_once_every_card_was_visited(
+    metrics: RelayMetrics,
+) -> None:
+    connections = [Connection(unsent) for unsent in (0, 300, 50)]
+    visited: list[Connection] = []
+    visit = metrics.timed_round(visited.append, len(connections))
+
+    for connection in connections[:2]:
+        visit(connection)
+    before = scrape(port_of(metrics))
+    visit(connections[2])
+    after = scrape(port_of(metrics))
+
+    assert visited == connections
+    assert before[("relay_heartbeat_round_seconds_count", ())] == 0
+    assert after[("relay_heartbeat_round_seconds_count", ())] == 1
+    assert after[("relay_write_buffer_bytes", ())] == 350
+    assert after[("relay_write_buffer_largest_bytes", ())] == 300
+
+
+def test_a_run_of_sends_counts_every_message(metrics: RelayMetrics) -> None:
+    metrics.sends_relayed(3, [[b"ab", b"c"], [b"defg"]])
+
+    samples = scrape(port_of(metrics))
+    assert samples[("relay_requests_total", (("kind", "send"),))] == 3
+    assert samples[("relay_messages_relayed_total", (("route", "local"),))] == 3
+    assert samples[("relay_bytes_relayed_total", (("route", "local"),))] == 7
