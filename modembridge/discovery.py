@@ -14,6 +14,7 @@ caller's own processes, which it says.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import re
@@ -143,16 +144,7 @@ def find_module_ports(
 
 
 def _with_holders(port: ModulePort) -> ModulePort:
-    return ModulePort(
-        device=port.device,
-        family=port.family,
-        role=port.role,
-        vid=port.vid,
-        pid=port.pid,
-        usb_path=port.usb_path,
-        interface=port.interface,
-        holders=tuple(holders(port.device)),
-    )
+    return dataclasses.replace(port, holders=tuple(holders(port.device)))
 
 
 def holders(device: str, proc: Path = Path("/proc")) -> list[Holder]:
