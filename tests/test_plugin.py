@@ -147,6 +147,26 @@ def test_soak_runs_when_asked(inner: pytest.Pytester) -> None:
     inner.runpytest("--soak", "1m30s").assert_outcomes(passed=1)
 
 
+def test_soak_of_the_suite_runs_every_module_and_reports_loss(
+    inner: pytest.Pytester,
+) -> None:
+    soak = Path(__file__).resolve().parent.parent / "hil_tests" / "test_soak.py"
+
+    result = inner.runpytest(str(soak), "--soak=1s", "-p", "no:cacheprovider")
+
+    result.assert_outcomes(passed=1)
+    # Only the module-to-host direction promises no loss; the other is reported.
+    result.stdout.fnmatch_lines(
+        [
+            "soak_m0_down_lost *",
+            "soak_m0_up_lost * max=0",
+            "soak_m1_down_lost *",
+            "soak_m1_up_lost * max=0",
+            "soak_m1_up_p90_ms *",
+        ]
+    )
+
+
 def test_options_reach_the_bench_config(inner: pytest.Pytester) -> None:
     inner.makepyfile(
         """
