@@ -31,6 +31,7 @@ from modembridge import udev
 logger = logging.getLogger(__name__)
 
 MODEMMANAGER = "ModemManager"
+SYSFS_USB = Path("/sys/bus/usb/devices")
 
 _LOCATION = re.compile(r"^(?P<path>[^:]+):(?:\d+|x)\.(?P<interface>\d+)$")
 
@@ -103,14 +104,16 @@ def usb_location(location: str | None) -> tuple[str | None, int | None]:
     return match["path"], int(match["interface"])
 
 
-def classify(info: list_ports.ListPortInfo) -> ModulePort | None:
+def classify(
+    info: list_ports.ListPortInfo, sysfs: Path = SYSFS_USB
+) -> ModulePort | None:
     """The module port ``info`` describes, or None for any other serial port."""
     if info.vid is None or info.pid is None:
         return None
     usb_path, interface = usb_location(info.location)
     role = None if interface is None else udev.role_of(info.vid, info.pid, interface)
     family = role[0] if role else _family_of(info.vid, info.pid)
-    if family is None:
+    if family is None or not _interfaces_fit(info.vid, info.pid, usb_path, sysfs):
         return None
     return ModulePort(
         device=info.device,
@@ -121,6 +124,22 @@ def classify(info: list_ports.ListPortInfo) -> ModulePort | None:
         usb_path=usb_path,
         interface=interface,
     )
+
+
+def _interfaces_fit(vid: int, pid: int, usb_path: str | None, sysfs: Path) -> bool:
+    """False when sysfs shows another interface count than the module has.
+
+    Only USB ids another device shares have a count to check; where sysfs cannot be
+    read (another OS, no USB path) the ids decide.
+    """
+    wanted = udev.INTERFACE_COUNTS.get((vid, pid))
+    if wanted is None or usb_path is None:
+        return True
+    try:
+        count = (sysfs / usb_path / "bNumInterfaces").read_text(encoding="ascii")
+    except OSError:
+        return True
+    return count.strip() == str(wanted)
 
 
 def _family_of(vid: int, pid: int) -> str | None:

@@ -64,10 +64,8 @@ PORT_MAPS: tuple[PortMap, ...] = (
 )
 
 # 05c6:9215 is also an Acer Gobi 2000; the kernel tells the EC20 by its five
-# interfaces, and so do these rules.
-EXTRA_USB_MATCH: dict[tuple[int, int], str] = {
-    (0x05C6, 0x9215): 'ATTRS{bNumInterfaces}=="*5"',
-}
+# interfaces, and so do these rules and the port listing.
+INTERFACE_COUNTS: dict[tuple[int, int], int] = {(0x05C6, 0x9215): 5}
 
 
 def port_map_for(family: str) -> PortMap:
@@ -112,10 +110,11 @@ def _device_rules(port_map: PortMap, vendor: int, product: int) -> list[str]:
     family = port_map.facts.family
     ids = f'ATTR{{idVendor}}=="{vendor:04x}", ATTR{{idProduct}}=="{product:04x}"'
     parent_ids = ids.replace("ATTR{", "ATTRS{")
-    extra = EXTRA_USB_MATCH.get((vendor, product))
-    if extra:
-        ids += ", " + extra.replace("ATTRS{", "ATTR{")
-        parent_ids += ", " + extra
+    count = INTERFACE_COUNTS.get((vendor, product))
+    if count is not None:
+        # sysfs pads the number with a space.
+        ids += f', ATTR{{bNumInterfaces}}=="*{count}"'
+        parent_ids += f', ATTRS{{bNumInterfaces}}=="*{count}"'
     tty = f'SUBSYSTEM=="tty", {parent_ids}'
     link = f"{LINK_DIR}/{family}-%s{{busnum}}-%s{{devpath}}"
 

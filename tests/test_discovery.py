@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -65,9 +66,15 @@ def test_bench_listing_finds_both_modules_and_their_at_ports() -> None:
     ],
 )
 def test_classify_module_ports(
-    vid: int, pid: int, location: str, expected: tuple[str, str | None, int | None]
+    vid: int,
+    pid: int,
+    location: str,
+    expected: tuple[str, str | None, int | None],
+    tmp_path: Path,
 ) -> None:
-    port = discovery.classify(port_info("/dev/ttyUSB9", vid, pid, location))
+    port = discovery.classify(
+        port_info("/dev/ttyUSB9", vid, pid, location), sysfs=tmp_path
+    )
 
     assert port is not None
     assert (port.family, port.role, port.interface) == expected
@@ -85,6 +92,18 @@ def test_classify_leaves_other_ports_out(
     vid: int | None, pid: int | None, location: str | None
 ) -> None:
     assert discovery.classify(port_info("/dev/ttyUSB5", vid, pid, location)) is None
+
+
+@pytest.mark.parametrize(("interfaces", "listed"), [(" 5\n", True), (" 3\n", False)])
+def test_shared_usb_id_is_told_apart_by_its_interface_count(
+    tmp_path: Path, interfaces: str, listed: bool
+) -> None:
+    # 05c6:9215 is an EC20 with five interfaces, or an Acer Gobi 2000.
+    (tmp_path / "1-2").mkdir()
+    (tmp_path / "1-2" / "bNumInterfaces").write_text(interfaces)
+    info = port_info("/dev/ttyUSB2", 0x05C6, 0x9215, "1-2:1.2")
+
+    assert (discovery.classify(info, sysfs=tmp_path) is not None) == listed
 
 
 def test_port_json_names_model_role_and_at() -> None:
