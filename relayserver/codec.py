@@ -197,7 +197,8 @@ class RequestDecoder:
     def _decode(self, view: bytes | bytearray, pos: int, events: list[Event]) -> int:
         """Decode ``view`` from ``pos``; return where the unfinished tail starts."""
         end = len(view)
-        fast_send, max_size, append = _FAST_SEND.match, self._max_size, events.append
+        fast_send, fast_connect = _FAST_SEND.match, _FAST_CONNECT.match
+        max_size, append = self._max_size, events.append
         while pos < end:
             if self._mode is not _Mode.NORMAL:
                 pos = self._skip(view, pos)
@@ -207,12 +208,12 @@ class RequestDecoder:
                     pos = _skip_separators(view, pos)
                     if pos == end:
                         break
-                # The common send, straight from the bytes (see the module docstring).
-                fast = fast_send(view, pos)
+                # The common requests, straight from the bytes (see the docstring).
+                fast = fast_send(view, pos) or fast_connect(view, pos)
                 if fast is not None and fast.end() - pos <= max_size:
-                    send = _fast_send(fast)
-                    if send is not None:
-                        append(send)
+                    request = _fast_request(fast)
+                    if request is not None:
+                        append(request)
                         pos = fast.end()
                         continue
             after = self._next_request(view, pos, events)
@@ -384,14 +385,20 @@ def _fast_connect(match: re.Match[bytes]) -> Connect | None:
     return Connect(name.decode("utf-8", "surrogateescape"), version, None, ident)
 
 
+def _fast_request(match: re.Match[bytes]) -> Request | None:
+    """The request a fast pattern matched, or None to leave it to the full parser."""
+    if match.re is _FAST_SEND:
+        return _fast_send(match)
+    return _fast_connect(match)
+
+
 def _fast_or_parse(view: bytes | bytearray, pos: int, end: int) -> Event:
     """The request ``view[pos:end]`` (one balanced literal) stands for, by a fast
     pattern when one matches it whole."""
-    fast = _FAST_SEND.fullmatch(view, pos, end)
-    request: Request | None = None if fast is None else _fast_send(fast)
-    if request is None:
-        fast = _FAST_CONNECT.fullmatch(view, pos, end)
-        request = None if fast is None else _fast_connect(fast)
+    fast = _FAST_SEND.fullmatch(view, pos, end) or _FAST_CONNECT.fullmatch(
+        view, pos, end
+    )
+    request = None if fast is None else _fast_request(fast)
     return request if request is not None else _parse(view[pos:end])
 
 
