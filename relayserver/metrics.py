@@ -17,7 +17,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import start_http_server
@@ -27,8 +27,16 @@ logger = logging.getLogger(__name__)
 #: The most distinct values one label of one metric takes before ``other``.
 MAX_LABEL_VALUES = 32
 
-#: What a heartbeat round does to one card connection.
-Visit = Callable[[Any], object]
+
+class _Connection(Protocol):
+    """A card connection, as far as counting its unsent bytes goes."""
+
+    @property
+    def transport(self) -> Any:
+        """Its transport, or ``None``."""
+
+
+Card = TypeVar("Card", bound=_Connection)
 
 _LABEL_VALUE = re.compile(r"[a-z0-9_]{1,32}")
 
@@ -130,14 +138,16 @@ class RelayMetrics:
         """One heartbeat round, written to every card, took ``seconds``."""
         self.heartbeat_seconds.observe(seconds)
 
-    def timed_round(self, visit: Visit, count: int) -> Visit:
+    def timed_round(
+        self, visit: Callable[[Card], None], count: int
+    ) -> Callable[[Card], None]:
         """``visit`` for a heartbeat round over ``count`` cards, which also times
         the round (its slices and the loop's work between them) and adds up the
         bytes the cards have not read yet."""
         started = time.perf_counter()
         seen = total = largest = 0
 
-        def timed(connection: Any) -> None:
+        def timed(connection: Card) -> None:
             nonlocal seen, total, largest
             visit(connection)
             transport = connection.transport
