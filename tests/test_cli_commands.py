@@ -30,9 +30,21 @@ async def modembridge(
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, **(env or {})},
     )
-    out, err = await asyncio.wait_for(proc.communicate(stdin), 60)
+    out, err = await finish(proc, stdin)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+async def finish(
+    proc: asyncio.subprocess.Process, stdin: bytes | None = None
+) -> tuple[bytes, bytes]:
+    """Wait for the process to exit; kill it if it does not, so no test leaks one."""
+    try:
+        return await asyncio.wait_for(proc.communicate(stdin), 60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
 
 
 @pytest.fixture
@@ -218,7 +230,7 @@ async def test_attach_with_input_from_dev_null_exits_cleanly(
         stdin=asyncio.subprocess.DEVNULL,  # a character device the loop cannot watch
         stderr=asyncio.subprocess.PIPE,
     )
-    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    _, err = await finish(proc)
 
     assert proc.returncode == 0
     assert "Traceback" not in err.decode()
