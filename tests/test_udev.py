@@ -181,6 +181,21 @@ def test_cli_install_into_the_system_directory_needs_root(
     assert "needs root" in result.output
 
 
+def test_cli_install_without_udev_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    dest = tmp_path / "rules.d"
+
+    result = CliRunner().invoke(
+        main, ["udev", "install", "--dest", str(dest), "--reload"]
+    )
+
+    assert result.exit_code != 0
+    assert "udevadm is not installed" in result.output
+    assert not dest.exists()
+
+
 def test_cli_match_describes_module_and_adapter() -> None:
     result = CliRunner().invoke(
         main,

@@ -50,6 +50,12 @@ def install(dest: Path, print_only: bool, reload: bool | None) -> None:
         )
     if reload is None:
         reload = system
+    if reload and shutil.which("udevadm") is None:
+        # Without udev the rules would do nothing: say so before writing them.
+        raise click.ClickException(
+            "udevadm is not installed: this host does not run udev "
+            "(write the file anyway with --no-reload)"
+        )
 
     try:
         target = rules.write_rules(dest)
