@@ -41,7 +41,7 @@ from typing import Any
 
 import pytest
 
-from modembridge.agent import AgentConfig, capped_timeouts
+from modembridge.agent import DEFAULT_HEARTBEAT, AgentConfig, capped_timeouts
 from modembridge.benchcard import AgentCard, BenchCard
 from modembridge.bringup import bring_up
 from modembridge.cli.options import parse_host_port
@@ -277,7 +277,7 @@ class RelayInfo:
         self._bench = bench
         self.host, self.port = bench.relay_address
         self.in_process = bench.relay_in_process
-        self.heartbeat = SESSION_HEARTBEAT if self.in_process else 30.0
+        self.heartbeat = SESSION_HEARTBEAT if self.in_process else DEFAULT_HEARTBEAT
 
     @property
     def address(self) -> tuple[str, int]:
