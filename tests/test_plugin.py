@@ -40,8 +40,9 @@ def outside_module(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def outside_module_without_signal(tmp_path: Path) -> Iterator[str]:
-    yield from _outside_module(tmp_path, SimConfig(model="ec20", no_signal=True))
+def sick_module(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A simulated EC20 outside the session, with the fault ``request.param`` names."""
+    yield from _outside_module(tmp_path, SimConfig(model="ec20", **request.param))
 
 
 def _outside_module(tmp_path: Path, config: SimConfig) -> Iterator[str]:
@@ -273,8 +274,22 @@ def test_healthy_bench_runs_on_the_real_module(
     result.stdout.fnmatch_lines(["*injects simulator faults*"])
 
 
+@pytest.mark.parametrize(
+    ("sick_module", "options", "reason"),
+    [
+        ({"sim_absent": True}, [], "*: SIM *"),
+        ({"no_signal": True}, [], "*: not registered on a network*"),
+        (
+            {"signal": 5},
+            ["--min-signal=-95"],
+            "*: signal -103 dBm, below --min-signal*",
+        ),
+    ],
+    indirect=["sick_module"],
+    ids=["sim-absent", "no-signal", "weak-signal"],
+)
 def test_sick_bench_skips_with_the_reason(
-    inner: pytest.Pytester, outside_module_without_signal: str
+    inner: pytest.Pytester, sick_module: str, options: list[str], reason: str
 ) -> None:
     inner.makepyfile(
         """
@@ -284,10 +299,10 @@ def test_sick_bench_skips_with_the_reason(
         """
     )
 
-    result = inner.runpytest("-rs", f"--modem={outside_module_without_signal}")
+    result = inner.runpytest("-rs", f"--modem={sick_module}", *options)
 
     result.assert_outcomes(passed=1, skipped=2)
-    result.stdout.fnmatch_lines(["*bench health check failed: *not registered*"])
+    result.stdout.fnmatch_lines([f"*bench health check failed: {reason}"])
 
 
 def test_unreachable_relay_fails_the_gate(
