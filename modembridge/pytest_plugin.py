@@ -256,6 +256,12 @@ def hil_bench(
         bench.stop()
 
 
+LOOPBACK_RELAY = (
+    "the session's own relay listens on 127.0.0.1, out of a real module's reach: "
+    "give --relay HOST:PORT, a relay the modules reach over the cellular network"
+)
+
+
 def _health_gate(bench: Bench) -> None:
     """Skip every test of the bench, with the reasons, when the bench is sick."""
     real = [
@@ -266,6 +272,8 @@ def _health_gate(bench: Bench) -> None:
     problems = asyncio.run(
         check_health(real, bench.relay_address, bench.config.min_signal_dbm, open_modem)
     )
+    if bench.relay_in_process:
+        problems.insert(0, LOOPBACK_RELAY)
     if problems:
         pytest.skip("bench health check failed: " + "; ".join(problems))
 

@@ -17,6 +17,7 @@ import pytest
 
 from modembridge.simulator import SimConfig, SimulatedModem
 from modembridge.testbench import BenchLoop
+from relayserver.server import RelayConfig, RelayServer
 
 # Hypothesis is imported afresh by every inner session; it costs a second each.
 INI = """
@@ -43,6 +44,20 @@ def outside_module(tmp_path: Path) -> Iterator[str]:
 def sick_module(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A simulated EC20 outside the session, with the fault ``request.param`` names."""
     yield from _outside_module(tmp_path, SimConfig(model="ec20", **request.param))
+
+
+@pytest.fixture(scope="module")
+def outside_relay() -> Iterator[str]:
+    """``--relay`` for a relay the inner session did not start, as a lab's is."""
+    loop = BenchLoop()
+    loop.start()
+    relay = RelayServer(RelayConfig(host="127.0.0.1", port=0, heartbeat=1.0))
+    loop.run(relay.start())
+    try:
+        yield f"--relay=127.0.0.1:{relay.port}"
+    finally:
+        loop.run(relay.close())
+        loop.stop()
 
 
 def _outside_module(tmp_path: Path, config: SimConfig) -> Iterator[str]:
@@ -212,11 +227,13 @@ def test_bad_option_is_a_usage_error(
 
 
 def test_real_module_skips_simulation_only_tests(
-    inner: pytest.Pytester, outside_module: str
+    inner: pytest.Pytester, outside_module: str, outside_relay: str
 ) -> None:
     inner.makepyfile(SKIPS)
 
-    result = inner.runpytest("-rs", "-k", "only_simulated", f"--modem={outside_module}")
+    result = inner.runpytest(
+        "-rs", "-k", "only_simulated", f"--modem={outside_module}", outside_relay
+    )
 
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(
@@ -225,11 +242,13 @@ def test_real_module_skips_simulation_only_tests(
 
 
 def test_real_module_runs_hardware_tests(
-    inner: pytest.Pytester, outside_module: str
+    inner: pytest.Pytester, outside_module: str, outside_relay: str
 ) -> None:
     inner.makepyfile(SKIPS)
 
-    result = inner.runpytest("-k", "needs_hardware", f"--modem={outside_module}")
+    result = inner.runpytest(
+        "-k", "needs_hardware", f"--modem={outside_module}", outside_relay
+    )
 
     result.assert_outcomes(passed=1)
 
@@ -256,7 +275,7 @@ def test_markers_are_registered(inner: pytest.Pytester) -> None:
 
 
 def test_healthy_bench_runs_on_the_real_module(
-    inner: pytest.Pytester, outside_module: str
+    inner: pytest.Pytester, outside_module: str, outside_relay: str
 ) -> None:
     inner.makepyfile(
         """
@@ -268,7 +287,7 @@ def test_healthy_bench_runs_on_the_real_module(
         """
     )
 
-    result = inner.runpytest("-rs", f"--modem={outside_module}")
+    result = inner.runpytest("-rs", f"--modem={outside_module}", outside_relay)
 
     result.assert_outcomes(passed=1, skipped=1)
     result.stdout.fnmatch_lines(["*injects simulator faults*"])
@@ -289,7 +308,11 @@ def test_healthy_bench_runs_on_the_real_module(
     ids=["sim-absent", "no-signal", "weak-signal"],
 )
 def test_sick_bench_skips_with_the_reason(
-    inner: pytest.Pytester, sick_module: str, options: list[str], reason: str
+    inner: pytest.Pytester,
+    sick_module: str,
+    outside_relay: str,
+    options: list[str],
+    reason: str,
 ) -> None:
     inner.makepyfile(
         """
@@ -299,10 +322,21 @@ def test_sick_bench_skips_with_the_reason(
         """
     )
 
-    result = inner.runpytest("-rs", f"--modem={sick_module}", *options)
+    result = inner.runpytest("-rs", f"--modem={sick_module}", outside_relay, *options)
 
     result.assert_outcomes(passed=1, skipped=2)
     result.stdout.fnmatch_lines([f"*bench health check failed: {reason}"])
+
+
+def test_real_module_without_relay_fails_the_gate(
+    inner: pytest.Pytester, outside_module: str
+) -> None:
+    inner.makepyfile("async def test_one(modem): pass")
+
+    result = inner.runpytest("-rs", f"--modem={outside_module}")
+
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*out of a real module's reach: give --relay*"])
 
 
 def test_unreachable_relay_fails_the_gate(
@@ -343,11 +377,11 @@ def test_simulated_modules_cap_command_waits(
 
 
 def test_real_module_keeps_the_dialects_command_limits(
-    inner: pytest.Pytester, outside_module: str
+    inner: pytest.Pytester, outside_module: str, outside_relay: str
 ) -> None:
     inner.makepyfile(COMMAND_CAP)
 
-    result = inner.runpytest("-s", f"--modem={outside_module}")
+    result = inner.runpytest("-s", f"--modem={outside_module}", outside_relay)
 
     result.assert_outcomes(passed=1)
     result.stdout.no_fnmatch_line("*longest=2 *")
