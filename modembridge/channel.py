@@ -43,6 +43,7 @@ from modembridge.errors import (
     ModemTimeout,
     PortVanished,
 )
+from modembridge.udev import ROLES
 from modembridge.wirelog import WireLog
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,25 @@ class Response:
         return [
             line[len(prefix) :].strip() for line in self.info if line.startswith(prefix)
         ]
+
+
+def port_name(port: str) -> str:
+    """A short name for ``port`` that tells modules apart, for log lines.
+
+    ``/dev/ttyUSB2`` is ``ttyUSB2`` and ``/dev/pts/3`` is ``pts/3``. A stable udev
+    name ending in a role (``/dev/modembridge/sim7600-1-1.2/at``) keeps its parent,
+    ``sim7600-1-1.2/at``, since every module has an ``at``; a ``/dev/serial/by-id``
+    or ``by-path`` link is unique by its last part.
+    """
+    path = Path(port)
+    if path.name in ROLES or path.parent.name == "pts":
+        return f"{path.parent.name}/{path.name}"
+    return path.name
+
+
+def modem_name(port: str) -> str:
+    """How log lines and errors name the module on ``port``: ``modem[ttyUSB2]``."""
+    return f"modem[{port_name(port)}]"
 
 
 class _Pending:
@@ -148,7 +168,7 @@ class ATChannel:
         wire_log: Path | None = None,
     ) -> None:
         self.port = port
-        self.name = f"modem[{Path(port).name}]"
+        self.name = modem_name(port)
         self._reader = reader
         self._writer = writer
         self._at = ATReader()
@@ -173,7 +193,7 @@ class ATChannel:
             )
         except (OSError, serial.SerialException) as error:
             raise PortVanished(port) from error
-        log.debug("modem[%s]: opened at %d baud", Path(port).name, baudrate)
+        log.debug("%s: opened at %d baud", modem_name(port), baudrate)
         return cls(port, reader, writer, wire_log=wire_log)
 
     @property

@@ -235,7 +235,7 @@ async def test_every_byte_is_logged_at_wire_level_and_into_the_transcript(
     finally:
         await channel.close()
 
-    name = f"modem[{Path(peer.path).name}]"
+    name = f"modem[pts/{Path(peer.path).name}]"
     wire = [r.getMessage() for r in caplog.records if r.levelno == WIRE]
     assert wire[0] == f"{name}: > AT+CSQ\\r"
     assert f"{name}: < +CSQ: 19,99\\r\\n" in wire
