@@ -86,6 +86,9 @@ def test_needs_hardware(): pass
 @pytest.mark.simulation_only
 def test_only_simulated(): pass
 
+@pytest.mark.modems(2)
+def test_two_modules(): pass
+
 @pytest.mark.modems(3)
 def test_three_modules(): pass
 
@@ -105,7 +108,7 @@ def test_default_bench_skips_with_the_enabling_option(inner: pytest.Pytester) ->
 
     result = inner.runpytest("-rs")
 
-    result.assert_outcomes(passed=3, skipped=3)
+    result.assert_outcomes(passed=4, skipped=3)
     result.stdout.fnmatch_lines(
         [
             "*needs a real module: give --modem*",
