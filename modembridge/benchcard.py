@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import io
 import json
 import logging
@@ -187,6 +186,7 @@ class AgentCard:
         )
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
+        self._failure_raised = False
 
     @property
     def state(self) -> LinkState:
@@ -218,6 +218,7 @@ class AgentCard:
         """
         while not condition():
             if self._task is not None and self._task.done():
+                self._failure_raised = True
                 self._task.result()
                 raise CardError(f"card[{self.name}]: the agent stopped")
             self._changed.clear()
@@ -257,15 +258,15 @@ class AgentCard:
         return await joined(lambda: self.receive(None), size, within)
 
     async def stop(self, within: float = 30.0) -> None:
-        """Ask the agent to drain and exit; cancel it if it takes too long."""
+        """Stop the agent, cancelled after ``within``; raise an unraised failure."""
         if self._task is None:
             return
         self.agent.stop()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(within):
-                await asyncio.shield(self._task)
+        await asyncio.wait({self._task}, timeout=within)
         self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
+        (outcome,) = await asyncio.gather(self._task, return_exceptions=True)
+        if isinstance(outcome, Exception) and not self._failure_raised:
+            raise outcome
 
     def _status_received(self, text: str) -> None:
         self.status.append(text)

@@ -9,8 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from modembridge.agent import AgentConfig
+from modembridge.benchcard import AgentCard
 from modembridge.cli.options import parse_host_port
+from modembridge.errors import PortVanished
 from modembridge.measurement import Measurements, latency_summary, percentile
+from modembridge.modem import Modem
 from modembridge.pytest_plugin import mask
 from modembridge.testbench import ModemSpec, parse_duration
 from modembridge.timeline import Timeline
@@ -148,3 +152,18 @@ def test_timeline_orders_dialogue_and_relay_events(tmp_path: Path) -> None:
         ["test", "  fault: bearer dropped"],
     ]
     assert watched.level == level_before
+
+
+async def test_agent_card_stops_waiting_when_the_agent_fails() -> None:
+    async def no_module(port: str) -> Modem:
+        raise PortVanished(port)
+
+    async def never_called(modem: Modem) -> object:
+        raise AssertionError("no module to bring up")
+
+    config = AgentConfig(port="/dev/absent", card="A", server=("127.0.0.1", 1))
+    card = AgentCard(config, open_modem=no_module, bring_up=never_called)
+
+    with pytest.raises(PortVanished, match="/dev/absent"):
+        await card.start(within=30)
+    await card.stop()
