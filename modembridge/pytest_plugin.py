@@ -4,7 +4,9 @@ Installed with the package (entry point ``pytest11: modembridge``), so a lab can
 its own hardware-in-the-loop tests with these fixtures. With no option the session
 runs two simulated modules (a SIM7600 and an EC20) and a relay of its own; with
 ``--modem PORT`` (repeatable) and ``--relay HOST:PORT`` the same tests drive real
-modules through a real relay.
+modules through a real relay. Simulated modules answer at once, so their AT command
+waits are capped (``--command-timeout``, 2 s by default) and a hung one is noticed in
+seconds; real ones keep each command's own limit unless the option is given.
 
 Fixtures: ``relay`` (the relay's address and, for the session's own relay, its
 cards), ``modems`` / ``modem`` (opened and brought up), ``modem_card`` /
