@@ -107,11 +107,27 @@ class _Pending:
         self.payloads: list[Payload] = []
         self.prompt: asyncio.Future[None] = loop.create_future()
         self.done: asyncio.Future[Final] = loop.create_future()
+        self.outcome: asyncio.Future[Response] = loop.create_future()
 
     def fail(self, error: ModemError) -> None:
-        """Make the waiting caller raise ``error``, unless it has its answer."""
+        """End the wait for the final result with ``error`` (the port is gone)."""
         if not self.done.done():
             self.done.set_exception(error)
+
+    def answer(self, result: Response | Exception) -> None:
+        """Give the caller its answer, unless it has one already."""
+        if self.outcome.done():
+            return
+        if isinstance(result, Exception):
+            self.outcome.set_exception(result)
+        else:
+            self.outcome.set_result(result)
+
+    def retrieve(self) -> None:
+        """Mark errors as seen: a cancelled caller no longer looks at them."""
+        for future in (self.done, self.outcome):
+            if future.done() and not future.cancelled():
+                future.exception()
 
 
 class UrcWaiter:
@@ -176,6 +192,7 @@ class ATChannel:
         self._lock = asyncio.Lock()
         self._owner: asyncio.Task[object] | None = None
         self._pending: _Pending | None = None
+        self._in_flight: asyncio.Task[None] | None = None
         self._waiters: list[UrcWaiter] = []
         self._subscribers: list[UrcCallback] = []
         self._lost_callbacks: list[LostCallback] = []
@@ -256,51 +273,104 @@ class ATChannel:
         self._read_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._read_task
+        if self._in_flight is not None:
+            self._in_flight.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._in_flight
         self._writer.close()
         self._wire.close()
 
     async def _run(
         self, command: str, data: bytes | None, seconds: float, prompt_seconds: float
     ) -> Response:
+        line = command.encode("ascii") + b"\r"
+        await self._settle(command)
         self._check_open()
         pending = _Pending(command)
         self._pending = pending
         self._at.command_sent(command, expects_prompt=data is not None)
+        self._in_flight = asyncio.create_task(
+            self._exchange(pending, line, data, seconds, prompt_seconds)
+        )
         try:
-            await self._write(command.encode("ascii") + b"\r")
-            if data is not None:
-                await self._await_prompt(pending, prompt_seconds)
-                await self._write(data)
-            final = await self._await_final(pending, seconds)
-        finally:
-            self._pending = None
-            if not pending.done.done():
-                self._at.command_abandoned()
-            elif not pending.done.cancelled():
-                pending.done.exception()  # retrieved, also when raised elsewhere
-        return self._response(pending, final)
+            return await asyncio.shield(pending.outcome)
+        except asyncio.CancelledError:
+            if not pending.outcome.done():
+                log.debug(
+                    "%s: %s stays in flight for its caller gave up", self.name, command
+                )
+            raise
 
-    async def _await_prompt(self, pending: _Pending, seconds: float) -> None:
+    async def _settle(self, command: str) -> None:
+        """Wait until the module is done with the command before ``command``."""
+        in_flight = self._in_flight
+        if in_flight is None or in_flight.done():
+            return
+        log.debug("%s: %s waits for the command still in flight", self.name, command)
+        await asyncio.wait({in_flight})
+
+    async def _exchange(
+        self,
+        pending: _Pending,
+        line: bytes,
+        data: bytes | None,
+        seconds: float,
+        prompt_seconds: float,
+    ) -> None:
+        """Carry one command to its end, answering its caller on the way.
+
+        The exchange outlives a cancelled caller: the module goes on working on the
+        command, so it stays in flight until its final result or its own time
+        limit, and the next command waits for that. A send cancelled at the prompt
+        still writes its bytes: a fixed-length send waits for exactly the announced
+        count, and the reference has ESC cancel only the variable-length form
+        (unverified on the EC2x), so the announced bytes are the one way back to
+        command mode that both modules are known to take.
+        """
+        try:
+            await self._write(line)
+            if data is None or await self._send_payload(pending, data, prompt_seconds):
+                await self._await_final(pending, seconds)
+        except Exception as error:
+            pending.answer(error)
+        finally:
+            pending.answer(self._closed_error())
+            if self._pending is pending:
+                self._pending = None
+                if not pending.done.done():
+                    self._at.command_abandoned()
+            pending.retrieve()
+
+    async def _send_payload(
+        self, pending: _Pending, data: bytes, seconds: float
+    ) -> bool:
+        """Write ``data`` once the prompt came; False if the command ended before."""
         waiting: set[asyncio.Future[Any]] = {pending.prompt, pending.done}
         finished, _ = await asyncio.wait(
             waiting, timeout=seconds, return_when=asyncio.FIRST_COMPLETED
         )
         if not finished:
-            raise ModemTimeout(pending.command, seconds, "the > prompt")
+            pending.answer(ModemTimeout(pending.command, seconds, "the > prompt"))
+            return False
         if pending.done.done():
             # Refused before the prompt: the payload must not be written.
-            raise self._refusal(pending, pending.done.result())
+            pending.answer(self._refusal(pending, pending.done.result()))
+            return False
+        await self._write(data)
+        return True
 
-    async def _await_final(self, pending: _Pending, seconds: float) -> Final:
+    async def _await_final(self, pending: _Pending, seconds: float) -> None:
         try:
             async with asyncio.timeout(seconds):
                 final = await asyncio.shield(pending.done)
         except TimeoutError:
             self._wire.flush()
-            raise ModemTimeout(pending.command, seconds, "its final result") from None
-        if not final.ok:
-            raise self._refusal(pending, final)
-        return final
+            pending.answer(ModemTimeout(pending.command, seconds, "its final result"))
+            return
+        if final.ok:
+            pending.answer(self._response(pending, final))
+        else:
+            pending.answer(self._refusal(pending, final))
 
     def _response(self, pending: _Pending, final: Final) -> Response:
         return Response(
@@ -317,10 +387,13 @@ class ATChannel:
         )
 
     def _check_open(self) -> None:
-        if isinstance(self._lost, PortVanished):
-            raise PortVanished(self.port)
         if self._lost is not None:
-            raise ModemError(f"{self.name}: channel closed")
+            raise self._closed_error()
+
+    def _closed_error(self) -> ModemError:
+        if isinstance(self._lost, PortVanished):
+            return PortVanished(self.port)
+        return ModemError(f"{self.name}: channel closed")
 
     async def _write(self, data: bytes) -> None:
         self._check_open()
