@@ -142,7 +142,7 @@ def decoder_command(smoke: bool, json_path: Path | None) -> None:
 @click.option(
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("relay-throughput.txt"),
+    default=Path("bench/results/relay-throughput.txt"),
     show_default=True,
     help="Where py-spy writes the collapsed stacks.",
 )

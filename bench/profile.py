@@ -71,6 +71,7 @@ def profile_throughput(messages: int, output: Path, native: bool = False) -> Pro
 
 def _start_spy(pid: int, output: Path, native: bool) -> subprocess.Popen[bytes]:
     """py-spy recording ``pid`` into ``output`` as collapsed stacks."""
+    output.parent.mkdir(parents=True, exist_ok=True)
     command = ["py-spy", "record", "--pid", str(pid), "--rate", "1000"]
     command += ["--format", "raw", "--output", str(output)]
     command += ["--native"] if native else ["--nonblocking"]
