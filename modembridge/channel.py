@@ -7,6 +7,13 @@ subscribers at once, also in the middle of a response. A command that needs a mo
 result printed later (``+NETOPEN: 0`` after ``OK``) registers a :class:`UrcWaiter`
 before it sends, so the result cannot slip past between the two.
 
+After a timeout the module's answer may still come. The timed-out command keeps its
+place for a while (its own limit again, at most ``LATE_ANSWER_SECONDS``) so a late
+answer is recognised and dropped; the channel is then out of step and, before the
+next command, sends ``AT`` until an ``OK`` is the last final result for
+``QUIET_SECONDS``. Otherwise the next command could take the late answer for its own.
+Waiting for the module to get in step counts against the next command's own limit.
+
 When the port goes away (the module resets, the cable is pulled, the pseudo-terminal
 master closes) every pending and future call raises
 :class:`~modembridge.errors.PortVanished`.
@@ -50,6 +57,11 @@ log = logging.getLogger(__name__)
 
 READ_SIZE = 4096
 PROMPT_TIMEOUT = 5.0
+LATE_ANSWER_SECONDS = 3.0
+SYNC_SECONDS = 2.0
+SYNC_ATTEMPTS = 3
+QUIET_SECONDS = 0.2
+QUIET_ROUNDS = 10
 
 UrcCallback = Callable[[Urc | Payload], None]
 LostCallback = Callable[[ModemError], None]
@@ -193,6 +205,11 @@ class ATChannel:
         self._owner: asyncio.Task[object] | None = None
         self._pending: _Pending | None = None
         self._in_flight: asyncio.Task[None] | None = None
+        self._out_of_step = False
+        self.sync_seconds = SYNC_SECONDS
+        """How long ``AT`` may take while resynchronising after a timeout."""
+        self._finals_seen = 0
+        self._last_final: Final | None = None
         self._waiters: list[UrcWaiter] = []
         self._subscribers: list[UrcCallback] = []
         self._lost_callbacks: list[LostCallback] = []
@@ -284,7 +301,7 @@ class ATChannel:
         self, command: str, data: bytes | None, seconds: float, prompt_seconds: float
     ) -> Response:
         line = command.encode("ascii") + b"\r"
-        await self._settle(command)
+        await self._settle_within(command, seconds)
         self._check_open()
         pending = _Pending(command)
         self._pending = pending
@@ -301,13 +318,71 @@ class ATChannel:
                 )
             raise
 
+    async def _settle_within(self, command: str, seconds: float) -> None:
+        """Settle within ``command``'s own limit, so a hung module costs no more."""
+        try:
+            async with asyncio.timeout(seconds) as limit:
+                await self._settle(command)
+        except TimeoutError:
+            if not limit.expired():
+                raise  # a ModemTimeout of the resynchronisation, naming command
+            raise ModemTimeout(
+                command, seconds, "the module to finish the command before"
+            ) from None
+
     async def _settle(self, command: str) -> None:
-        """Wait until the module is done with the command before ``command``."""
+        """Wait until the module is done with earlier commands and in step again."""
         in_flight = self._in_flight
-        if in_flight is None or in_flight.done():
-            return
-        log.debug("%s: %s waits for the command still in flight", self.name, command)
-        await asyncio.wait({in_flight})
+        if in_flight is not None and not in_flight.done():
+            log.debug("%s: %s waits for the command in flight", self.name, command)
+            await asyncio.wait({in_flight})
+        if self._out_of_step and self._lost is None:
+            await self._resync(command)
+
+    async def _resync(self, command: str) -> None:
+        """Send ``AT`` until its ``OK`` is the last final result for a while.
+
+        A late answer to an earlier command may arrive just before or after the
+        ``OK``; only a quiet link after an ``OK`` shows that the next answer is the
+        next command's. ``ModemTimeout`` naming ``command`` if the module is silent.
+        """
+        log.info("%s: resynchronising with AT before %s", self.name, command)
+        for _ in range(SYNC_ATTEMPTS):
+            await self._sync_probe(command)
+            if await self._quiet_after_ok():
+                self._out_of_step = False
+                log.info("%s: in step again", self.name)
+                return
+            self._check_open()
+        raise ModemTimeout(command, self.sync_seconds, "a quiet link after OK to AT")
+
+    async def _sync_probe(self, command: str) -> None:
+        """Send ``AT`` and wait for a final result, which may not be its own."""
+        probe = _Pending("AT")
+        self._pending = probe
+        self._at.command_sent(probe.command)
+        self._in_flight = asyncio.create_task(
+            self._exchange(probe, b"AT\r", None, self.sync_seconds, PROMPT_TIMEOUT)
+        )
+        try:
+            await asyncio.shield(probe.outcome)
+        except CommandRefused:
+            pass  # perhaps the late answer; the quiet window tells
+        except ModemTimeout:
+            raise ModemTimeout(
+                command, self.sync_seconds, "OK to AT after an earlier timeout"
+            ) from None
+
+    async def _quiet_after_ok(self) -> bool:
+        """Whether no final result follows an ``OK`` for ``QUIET_SECONDS``."""
+        for _ in range(QUIET_ROUNDS):
+            seen = self._finals_seen
+            await asyncio.sleep(QUIET_SECONDS)
+            if self._lost is not None:
+                return False
+            if self._finals_seen == seen:
+                return self._last_final is not None and self._last_final.ok
+        return False
 
     async def _exchange(
         self,
@@ -351,7 +426,18 @@ class ATChannel:
         )
         if not finished:
             pending.answer(ModemTimeout(pending.command, seconds, "the > prompt"))
-            return False
+            self._out_of_step = True
+            finished, _ = await asyncio.wait(
+                waiting, timeout=_late(seconds), return_when=asyncio.FIRST_COMPLETED
+            )
+            if not finished or pending.done.done():
+                return False
+            # The module now waits for exactly the announced bytes, nothing else.
+            log.warning(
+                "%s: the > prompt for %s came after its limit; writing the bytes",
+                self.name,
+                pending.command,
+            )
         if pending.done.done():
             # Refused before the prompt: the payload must not be written.
             pending.answer(self._refusal(pending, pending.done.result()))
@@ -366,11 +452,28 @@ class ATChannel:
         except TimeoutError:
             self._wire.flush()
             pending.answer(ModemTimeout(pending.command, seconds, "its final result"))
+            self._out_of_step = True
+            await self._drop_late_answer(pending, _late(seconds))
             return
         if final.ok:
             pending.answer(self._response(pending, final))
         else:
             pending.answer(self._refusal(pending, final))
+
+    async def _drop_late_answer(self, pending: _Pending, seconds: float) -> None:
+        """Keep the timed-out command's place for ``seconds``; drop its answer."""
+        await asyncio.wait({pending.done}, timeout=seconds)
+        if not pending.done.done():
+            log.info(
+                "%s: no late answer to %s in %g s", self.name, pending.command, seconds
+            )
+        elif pending.done.exception() is None:
+            log.info(
+                "%s: dropped the late answer to %s: %s",
+                self.name,
+                pending.command,
+                pending.done.result().line,
+            )
 
     def _response(self, pending: _Pending, final: Final) -> Response:
         return Response(
@@ -428,6 +531,7 @@ class ATChannel:
             except ATProtocolError as error:
                 log.warning("%s: %s; resynchronising", self.name, error)
                 self._at.resync()
+                self._out_of_step = True
                 if self._pending is not None:
                     self._pending.fail(error)
                 return
@@ -437,6 +541,9 @@ class ATChannel:
 
     def _event_received(self, event: ATEvent) -> None:
         pending = self._pending
+        if isinstance(event, Final):
+            self._finals_seen += 1
+            self._last_final = event
         match event:
             case Echo():
                 pass
@@ -482,6 +589,11 @@ class ATChannel:
                 callback(error)
             except Exception:
                 log.exception("%s: lost-port callback failed", self.name)
+
+
+def _late(seconds: float) -> float:
+    """How long a timed-out command keeps its place, waiting for a late answer."""
+    return min(seconds, LATE_ANSWER_SECONDS)
 
 
 def _discard(items: list[UrcCallback], item: UrcCallback) -> None:
