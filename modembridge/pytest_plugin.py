@@ -37,9 +37,9 @@ import asyncio
 import re
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -70,6 +70,8 @@ try:
     from pytest_asyncio import fixture as async_fixture
 except ImportError:  # pragma: no cover - without it the async fixtures cannot run
     async_fixture = pytest.fixture  # type: ignore[assignment]
+
+T = TypeVar("T")
 
 CONFIG_KEY = pytest.StashKey[BenchConfig]()
 MEASUREMENTS_KEY = pytest.StashKey[Measurements]()
@@ -477,17 +479,19 @@ async def modems(
     measure: Measure,
 ) -> AsyncIterator[list[Modem]]:
     """Every module of the bench, opened and brought up, in ``--modem`` order."""
-    opened: list[Modem] = []
     indices = range(len(hil_bench.ports))
     seen = [await _violations(hil_bench, index) for index in indices]
+    # The modules register at the same time: a bench waits once, not once a module.
+    outcomes = await asyncio.gather(
+        *(
+            _open_and_bring_up(index, port, hil_bench.config, measure, request)
+            for index, port in enumerate(hil_bench.ports)
+        ),
+        return_exceptions=True,
+    )
+    opened = [outcome for outcome in outcomes if isinstance(outcome, Modem)]
     try:
-        for index, port in enumerate(hil_bench.ports):
-            opened.append(
-                await _open_and_bring_up(
-                    index, port, hil_bench.config, measure, request
-                )
-            )
-        yield opened
+        yield _successes(outcomes)
     finally:
         for modem in opened:
             await modem.close()
@@ -626,17 +630,28 @@ async def modem_cards(
     hil_bench: Bench, modems: list[Modem], measure: Measure
 ) -> AsyncIterator[list[AgentCard]]:
     """Every module attached as a card, online, in ``--modem`` order."""
-    cards: list[AgentCard] = []
+    cards = [
+        _attached(hil_bench, index, opened, hil_bench.card_name(f"m{index}"))
+        for index, opened in enumerate(modems)
+    ]
     try:
-        for index, opened in enumerate(modems):
-            name = hil_bench.card_name(f"m{index}")
-            card = _attached(hil_bench, index, opened, name)
-            cards.append(card)
-            measure(f"card{index}_online_s", await _started(card))
+        online = await asyncio.gather(
+            *(_started(card) for card in cards), return_exceptions=True
+        )
+        for index, seconds in enumerate(_successes(online)):
+            measure(f"card{index}_online_s", seconds)
         yield cards
     finally:
-        for card in cards:
-            await card.stop()
+        stopped = asyncio.gather(*(c.stop() for c in cards), return_exceptions=True)
+        _successes(await stopped)
+
+
+def _successes(outcomes: Sequence[T | BaseException]) -> list[T]:
+    """Results gathered with their exceptions; raises the first exception."""
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return [outcome for outcome in outcomes if not isinstance(outcome, BaseException)]
 
 
 async def _started(card: AgentCard) -> float:
