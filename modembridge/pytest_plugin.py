@@ -216,11 +216,15 @@ def skip_reason(item: pytest.Item, bench: BenchConfig) -> str | None:
     models = _models_wanted(item)
     hints = [spec.model_hint for spec in bench.modems]
     if models and None not in hints and not set(models) & set(hints):
-        return (
-            f"needs a module of model {' or '.join(models)}: give --modem with "
-            f"one (for instance --modem sim:{models[0]})"
-        )
+        return _model_reason(models)
     return None
+
+
+def _model_reason(models: list[str]) -> str:
+    return (
+        f"needs a module of model {' or '.join(models)}: give --modem with "
+        f"one (for instance --modem sim:{models[0]})"
+    )
 
 
 def _modems_needed(item: pytest.Item) -> int:
@@ -467,7 +471,7 @@ def hil_module(request: pytest.FixtureRequest, hil_config: BenchConfig) -> int:
         return param
     allowed = _allowed_indices(request.node, hil_config)
     if not allowed:
-        pytest.skip(f"no {' or '.join(_models_wanted(request.node))} module here")
+        pytest.skip(_model_reason(_models_wanted(request.node)))
     return allowed[0]
 
 
@@ -543,10 +547,7 @@ async def _note_violations(
 def _check_model(request: pytest.FixtureRequest, modem: Modem) -> None:
     models = _models_wanted(request.node)
     if models and modem.facts.family not in models:
-        pytest.skip(
-            f"{modem.port} is a {modem.facts.family}; this test needs "
-            f"{' or '.join(models)}"
-        )
+        pytest.skip(f"{modem.port} is a {modem.facts.family}; {_model_reason(models)}")
 
 
 @pytest.fixture

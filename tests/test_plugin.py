@@ -152,6 +152,21 @@ def test_model_missing_from_the_bench_skips(inner: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*needs a module of model ec20: give --modem*"])
 
 
+def test_real_module_of_another_model_skips_once_opened(
+    inner: pytest.Pytester, outside_module: str, outside_relay: str
+) -> None:
+    inner.makepyfile(SKIPS)
+
+    result = inner.runpytest(
+        "-rs", "-k", "ec20_only", f"--modem={outside_module}", outside_relay
+    )
+
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(
+        ["*is a sim7600; needs a module of model ec20: give --modem*"]
+    )
+
+
 def test_soak_runs_when_asked(inner: pytest.Pytester) -> None:
     inner.makepyfile(
         """
