@@ -16,7 +16,8 @@ Waiting for the module to get in step counts against the next command's own limi
 
 When the port goes away (the module resets, the cable is pulled, the pseudo-terminal
 master closes) every pending and future call raises
-:class:`~modembridge.errors.PortVanished`.
+:class:`~modembridge.errors.PortVanished`, logged as one INFO line. The serial
+transport is pyserial-asyncio-fast's with three repairs (see :class:`PortTransport`).
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import select
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -142,6 +145,53 @@ class _Pending:
                 future.exception()
 
 
+class PortTransport(serial_asyncio_fast.SerialTransport):
+    """pyserial-asyncio-fast's transport, repaired where a module port needs it.
+
+    Version 0.16 reports a write to a vanished port (``EIO`` after a USB reset) as a
+    fatal error with a traceback through the loop's exception handler; here it is
+    a DEBUG line and the port is closed as when a read fails. Its writer stays
+    registered once a buffered write is done, so every later wake-up fails an
+    assertion with a traceback; here the writer is removed. And pyserial retries
+    a write to a full port in a busy loop that stops the event loop (a module that
+    reads no more), so a direct write is tried only when the port can take bytes.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        protocol: asyncio.Protocol,
+        port: serial.Serial,
+        name: str,
+    ) -> None:
+        super().__init__(loop, protocol, port)
+        self._name = name
+
+    def _write_ready(self) -> None:
+        if not self._write_buffer:
+            self._remove_writer()
+            return
+        super()._write_ready()
+
+    def _write_data(self, data: bytes | bytearray | memoryview) -> None:
+        if self._serial is not None and not _writable(self._serial.fileno()):
+            self._write_buffer.append(data)
+            self._maybe_pause_protocol()
+            self._ensure_writer()
+            return
+        super()._write_data(data)
+
+    def _fatal_error(
+        self, exc: BaseException, message: str = "Fatal error on serial transport"
+    ) -> None:
+        if not isinstance(exc, OSError):  # SerialException is an OSError
+            super()._fatal_error(exc, message)
+            return
+        # The read loop reports the vanished port once, at INFO.
+        log.debug("%s: port vanished while writing (%s)", self._name, exc)
+        self._abort(exc)
+
+
 class UrcWaiter:
     """Catches the first URC that ``predicate`` accepts, from registration on."""
 
@@ -221,12 +271,16 @@ class ATChannel:
         cls, port: str, *, baudrate: int = 115200, wire_log: Path | None = None
     ) -> ATChannel:
         """Open ``port``; ``PortVanished`` if there is no such port now."""
+        loop = asyncio.get_running_loop()
+        opening = partial(serial.serial_for_url, port, baudrate=baudrate)
         try:
-            reader, writer = await serial_asyncio_fast.open_serial_connection(
-                url=port, baudrate=baudrate
-            )
+            device = await loop.run_in_executor(None, opening)
         except (OSError, serial.SerialException) as error:
             raise PortVanished(port) from error
+        reader = asyncio.StreamReader()
+        protocol = asyncio.StreamReaderProtocol(reader)
+        transport = PortTransport(loop, protocol, device, modem_name(port))
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         log.debug("%s: opened at %d baud", modem_name(port), baudrate)
         return cls(port, reader, writer, wire_log=wire_log)
 
@@ -403,8 +457,10 @@ class ATChannel:
         command mode that both modules are known to take.
         """
         try:
-            await self._write(line)
-            if data is None or await self._send_payload(pending, data, prompt_seconds):
+            await self._write(line, pending, seconds)
+            if data is None or await self._send_payload(
+                pending, data, prompt_seconds, seconds
+            ):
                 await self._await_final(pending, seconds)
         except Exception as error:
             pending.answer(error)
@@ -417,7 +473,7 @@ class ATChannel:
             pending.retrieve()
 
     async def _send_payload(
-        self, pending: _Pending, data: bytes, seconds: float
+        self, pending: _Pending, data: bytes, seconds: float, write_seconds: float
     ) -> bool:
         """Write ``data`` once the prompt came; False if the command ended before."""
         waiting: set[asyncio.Future[Any]] = {pending.prompt, pending.done}
@@ -442,7 +498,7 @@ class ATChannel:
             # Refused before the prompt: the payload must not be written.
             pending.answer(self._refusal(pending, pending.done.result()))
             return False
-        await self._write(data)
+        await self._write(data, pending, write_seconds)
         return True
 
     async def _await_final(self, pending: _Pending, seconds: float) -> None:
@@ -498,12 +554,20 @@ class ATChannel:
             return PortVanished(self.port)
         return ModemError(f"{self.name}: channel closed")
 
-    async def _write(self, data: bytes) -> None:
+    async def _write(self, data: bytes, pending: _Pending, seconds: float) -> None:
+        """Write ``data``; ``ModemTimeout`` if the port takes it not in ``seconds``."""
         self._check_open()
         self._wire.sent(data)
         try:
-            self._writer.write(data)
-            await self._writer.drain()
+            async with asyncio.timeout(seconds):
+                self._writer.write(data)
+                await self._writer.drain()
+        except TimeoutError:
+            # The rest is still queued: the module takes it once it reads again.
+            self._out_of_step = True
+            raise ModemTimeout(
+                pending.command, seconds, "the port to take the bytes"
+            ) from None
         except (OSError, serial.SerialException) as error:
             self._lose(PortVanished(self.port))
             raise PortVanished(self.port) from error
@@ -589,6 +653,15 @@ class ATChannel:
                 callback(error)
             except Exception:
                 log.exception("%s: lost-port callback failed", self.name)
+
+
+def _writable(fd: int) -> bool:
+    """Whether a write to ``fd`` would take at least one byte now."""
+    try:
+        _, ready, _ = select.select([], [fd], [], 0)
+    except (OSError, ValueError):
+        return True  # let the write itself report the broken port
+    return bool(ready)
 
 
 def _late(seconds: float) -> float:

@@ -81,6 +81,11 @@ class ScriptedPeer:
         """Wait until everything queued for output was written."""
         await self._outbox.join()
 
+    def stop_reading(self) -> None:
+        """Read no more: the host's writes fill the port and then wait."""
+        if self._open:
+            self._loop.remove_reader(self._master)
+
     def vanish(self) -> None:
         """Close the master side at once: the port is gone for the host."""
         if not self._open:
