@@ -137,7 +137,10 @@ class ScriptedPeer:
         reply = _next_reply(self._rules, command)
         self.push(b"\r\nERROR\r\n" if reply is None else reply)
         send = SEND_COMMAND.fullmatch(command)
-        if send and int(send.group(1)) > 0 and reply is not None and b">" in reply:
+        # A send answered with the prompt, or with nothing yet (the prompt is
+        # pushed later), takes the announced bytes as its payload.
+        prompted = reply is not None and (b">" in reply or reply == b"")
+        if send and int(send.group(1)) > 0 and prompted:
             self._payload_left = int(send.group(1))
             self._payload_command = command
 

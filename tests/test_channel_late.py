@@ -117,3 +117,21 @@ async def test_late_payload_stays_with_the_command_that_timed_out(
 
     assert response.info == ("868822040061788",)
     assert pushed == []
+
+
+async def test_a_prompt_after_its_limit_gets_the_announced_bytes(
+    peer: ScriptedPeer, channel: ATChannel
+) -> None:
+    # Left without its bytes, the module would take every later command as data.
+    peer.on("AT+CIPSEND=0,5", peer.then(b"", 0.15, b"\r\n>"))
+    peer.after_payload("AT+CIPSEND=0,5", OK + b"\r\n+CIPSEND: 0,5,5\r\n")
+
+    with pytest.raises(ModemTimeout, match="prompt"):
+        await channel.send_data(
+            "AT+CIPSEND=0,5", b"hello", seconds=2, prompt_seconds=0.1
+        )
+    response = await channel.command("AT+CGSN", seconds=2)
+
+    assert response.info == ("868822040061788",)
+    assert peer.payloads == [b"hello"]
+    assert peer.commands == ["AT+CIPSEND=0,5", "AT", "AT+CGSN"]
