@@ -15,8 +15,8 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from pathlib import Path
 
+from modembridge.channel import modem_name
 from modembridge.errors import ModemTimeout, SimNotReady
 from modembridge.modem import Identity, Modem, Registration, Signal, SimState
 
@@ -106,7 +106,7 @@ async def bring_up(
     password: str = "",
 ) -> BringUpReport:
     """Prepare, SIM ready, registered, APN written, bearer up; each stage timed."""
-    stages = _Stages(f"modem[{Path(modem.port).name}]", on_progress)
+    stages = _Stages(modem_name(modem.port), on_progress)
     async with stages.stage("prepare"):
         await modem.prepare()
     async with stages.stage("sim"):
@@ -127,7 +127,7 @@ async def bring_up(
 
 async def wait_for_sim(modem: Modem, seconds: float) -> None:
     """Ask ``AT+CPIN?`` until READY; a SIM needing a PIN or PUK fails at once."""
-    name = f"modem[{Path(modem.port).name}]"
+    name = modem_name(modem.port)
     deadline = time.monotonic() + seconds
     state: SimState | str = "no answer"
     attempt = 0
@@ -150,7 +150,7 @@ async def wait_for_sim(modem: Modem, seconds: float) -> None:
 
 async def wait_for_registration(modem: Modem, seconds: float) -> Registration:
     """Poll CREG/CGREG/CEREG until home or roaming on any domain."""
-    name = f"modem[{Path(modem.port).name}]"
+    name = modem_name(modem.port)
     deadline = time.monotonic() + seconds
     attempt = 0
     while True:

@@ -329,9 +329,14 @@ class ATChannel:
         seconds: float,
         prompt_seconds: float = PROMPT_TIMEOUT,
     ) -> Response:
-        """Send ``command``, wait for the ``>`` prompt, write ``data``, await result."""
+        """Send ``command``, wait for the ``>`` prompt, write ``data``, await result.
+
+        The prompt is waited for no longer than the command's own limit, so a cap on
+        every command's wait also bounds a send to a module that stopped answering.
+        """
         async with self.exclusive():
-            return await self._run(command, data, seconds, prompt_seconds)
+            prompt = min(prompt_seconds, seconds)
+            return await self._run(command, data, seconds, prompt)
 
     def note(self, text: str) -> None:
         """Put a comment into the transcript file (a host action worth seeing)."""

@@ -36,9 +36,9 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from modembridge import udev
+from modembridge.channel import modem_name
 from modembridge.discovery import find_module_ports
 from modembridge.errors import (
     BearerError,
@@ -486,7 +486,7 @@ def stable_path(port: str) -> str:
     for module_port in find_module_ports(with_holders=False):
         stable = module_port.stable_name
         if stable is not None and os.path.realpath(module_port.device) == device:
-            _LOGGER.info("modem[%s]: known to udev as %s", Path(port).name, stable)
+            _LOGGER.info("%s: known to udev as %s", modem_name(port), stable)
             return stable
     return port
 
