@@ -8,6 +8,7 @@ import logging
 import signal
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
 
@@ -25,6 +26,7 @@ from relayserver.server import RelayConfig, RelayServer
 log = logging.getLogger(__name__)
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+NATS_SCHEMES = ("nats", "tls", "ws", "wss")
 
 
 @click.command()
@@ -77,6 +79,21 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
     type=click.IntRange(min=1),
     help="Bytes unsent to one card before it is dropped as too slow.",
 )
+@click.option(
+    "--nats",
+    metavar="URL",
+    help="Join a cluster through this NATS server (several: comma-separated).",
+)
+@click.option(
+    "--node",
+    metavar="NAME",
+    help="This node's name in the cluster  [default: host name:port]",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=0, max=65535),
+    help="Serve Prometheus metrics on http://HOST:PORT/metrics.",
+)
 def main(
     *,
     host: str,
@@ -88,6 +105,9 @@ def main(
     max_connections: int,
     idle_timeout: int,
     write_high_water: int,
+    nats: str | None,
+    node: str | None,
+    metrics_port: int | None,
 ) -> None:
     """Relay messages between 4G cards by name (protocol versions 1 and 2)."""
     logging.basicConfig(
@@ -96,17 +116,21 @@ def main(
     )
     try:
         token_table = None if tokens is None else load_tokens(tokens)
+        if nats is not None:
+            check_nats_urls(nats)
     except ConfigError as error:
         raise click.UsageError(str(error)) from error
+    if node is not None and nats is None:
+        raise click.UsageError("--node names a node of a cluster: give --nats too")
     limits = Limits(max_request_size, max_connections, idle_timeout, write_high_water)
-    config = RelayConfig(host, port, heartbeat, token_table, limits)
+    config = RelayConfig(
+        host, port, heartbeat, token_table, limits, nats, node, metrics_port
+    )
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(serve(config))
     except OSError as error:
-        raise click.ClickException(
-            f"cannot listen on {host}:{port}: {error}"
-        ) from error
+        raise click.ClickException(f"cannot start the relay: {error}") from error
 
 
 async def serve(config: RelayConfig) -> None:
@@ -121,6 +145,17 @@ async def serve(config: RelayConfig) -> None:
     await stop.wait()
     log.info("relay: stopping, closing %d cards", len(server.cards()))
     await server.close()
+
+
+def check_nats_urls(urls: str) -> None:
+    """Refuse a ``--nats`` value that is not a list of NATS server URLs."""
+    for url in urls.split(","):
+        parts = urlsplit(url.strip())
+        if parts.scheme not in NATS_SCHEMES or not parts.hostname:
+            raise ConfigError(
+                f"--nats: {url.strip()!r} is not a NATS URL such as "
+                "nats://10.0.0.5:4222"
+            )
 
 
 def _spare_the_collector() -> None:

@@ -45,7 +45,7 @@ class Waiting(Protocol):
 class Handler(Protocol):
     """The relay as far as answering later goes."""
 
-    def requests_received(self, connection: Any, events: list[Any]) -> None:
+    def handle_requests(self, connection: Any, events: list[Any]) -> None:
         """Act on requests of ``connection`` and write what they produced."""
 
     def flush_pending(self, last: Any = None) -> None:
@@ -91,4 +91,4 @@ class Deferral:
         if connection.transport is not None:
             connection.transport.resume_reading()
         if waiting:
-            self._relay.requests_received(connection, waiting)
+            self._relay.handle_requests(connection, waiting)

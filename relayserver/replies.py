@@ -84,3 +84,9 @@ def line(reply: dict[str, object], request_id: RequestId = None) -> bytes:
     if request_id is not None:
         reply["id"] = request_id
     return json.dumps(reply, separators=(",", ":")).encode() + b"\n"
+
+
+def presence(card: str, *, online: bool) -> bytes:
+    """Version 2: a card this one watches came online or went offline."""
+    state = "online" if online else "offline"
+    return line({"presence": state, "card": card})

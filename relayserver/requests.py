@@ -45,7 +45,34 @@ class Ping:
     id: RequestId = None
 
 
-Request = Connect | Send | Ping
+@dataclass(slots=True)
+class Who:
+    """Version 2: which of ``names`` are online."""
+
+    names: list[str]
+    id: RequestId = None
+
+
+@dataclass(slots=True)
+class Watch:
+    """Version 2: tell this card when one of ``names`` comes online or goes offline."""
+
+    names: list[str]
+    id: RequestId = None
+
+
+@dataclass(slots=True)
+class Unwatch:
+    """Version 2: stop telling this card about ``names``."""
+
+    names: list[str]
+    id: RequestId = None
+
+
+Presence = Who | Watch | Unwatch
+Request = Connect | Send | Ping | Who | Watch | Unwatch
+
+_PRESENCE: dict[str, type[Presence]] = {"who": Who, "watch": Watch, "unwatch": Unwatch}
 
 
 def from_dict(fields: dict[str, object]) -> Request:
@@ -59,6 +86,8 @@ def from_dict(fields: dict[str, object]) -> Request:
             return _connect(fields, request_id)
         if action == "ping":
             return Ping(request_id)
+        if isinstance(action, str) and action in _PRESENCE:
+            return _PRESENCE[action](_names(fields), request_id)
     except DecodeError as error:
         error.request_id = request_id
         raise
@@ -95,6 +124,19 @@ def _name(fields: dict[str, object], key: str) -> str:
     if len(name) > MAX_NAME_BYTES:
         raise DecodeError(f"{key!r} is longer than {MAX_NAME_BYTES} characters")
     return name
+
+
+def _names(fields: dict[str, object]) -> list[str]:
+    """The card names of a presence request; how many is the relay's to judge."""
+    names = fields.get("names")
+    if not isinstance(names, list) or not names:
+        raise DecodeError("'names' must be a list of card names")
+    for name in names:
+        if not isinstance(name, str) or not name or len(name) > MAX_NAME_BYTES:
+            raise DecodeError(
+                f"'names' must hold card names of 1 to {MAX_NAME_BYTES} characters"
+            )
+    return names
 
 
 def _request_id(fields: dict[str, object]) -> RequestId:

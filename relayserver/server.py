@@ -9,25 +9,39 @@ delivery it confirms. Routing goes through one seam, :meth:`RelayServer.deliver`
 nodes hold. A read made of plain version 1 sends to local version 1 cards is taken
 whole (:meth:`RelayServer.sends_received`): each target's messages are queued in one
 step and the acknowledgements in one write, with no request object per send.
+
+Two parts are optional and loaded only when configured: the cluster backplane
+(``nats``, see ``docs/cluster.md``) and the Prometheus metrics (``metrics_port``).
+Presence (who is online, watching names) is always there for version 2 cards; on a
+cluster it covers every node.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import cast
+from typing import TYPE_CHECKING
 
 from relayserver import replies
 from relayserver.auth import Authenticator
-from relayserver.codec import Event, RequestDecoder, SendRun
+from relayserver.codec import Event, SendRun
+from relayserver.connection import CardConnection
+from relayserver.deferral import Deferral
 from relayserver.errors import DecodeError
 from relayserver.heartbeat import Heartbeat, Round
 from relayserver.limits import Limits
+from relayserver.presence import Presence, PresenceError
 from relayserver.registry import Registry
-from relayserver.requests import Connect, Ping, Send
+from relayserver.requests import Connect, Ping, Send, Unwatch, Watch, Who
+
+if TYPE_CHECKING:
+    from relayserver.backplane import Backplane
+    from relayserver.metrics import RelayMetrics
 
 __all__ = ["CardConnection", "Limits", "RelayConfig", "RelayServer"]
 
@@ -46,119 +60,17 @@ class RelayConfig:
     heartbeat: float = 30.0
     tokens: Mapping[str, str] | None = None
     limits: Limits = field(default_factory=Limits)
-
-
-class CardConnection(asyncio.Protocol):
-    """One TCP connection from a card: decodes its bytes, hands requests on."""
-
-    __slots__ = (
-        "_decoder",
-        "_relay",
-        "closing",
-        "last_tick",
-        "name",
-        "pending",
-        "proto",
-        "sender_json",
-        "transport",
-        "why",
-    )
-
-    def __init__(self, relay: RelayServer) -> None:
-        self._relay = relay
-        self._decoder = RequestDecoder(relay.config.limits.max_request_size)
-        self.transport: asyncio.Transport | None = None
-        self.name: str | None = None
-        self.sender_json = b"null"
-        self.proto = 1
-        self.pending: list[bytes] | None = None
-        self.closing = False
-        self.last_tick = 0
-        self.why: str | None = None
+    #: NATS server URL(s), comma-separated: run as a node of a cluster.
+    nats: str | None = None
+    #: This node's name in the cluster; the host name and port by default.
+    node: str | None = None
+    #: Serve Prometheus metrics on this port (0: any free one), on ``host``.
+    metrics_port: int | None = None
 
     @property
-    def label(self) -> str:
-        """How log lines name this connection: its card, or its address until then."""
-        if self.name is not None:
-            return self.name
-        if self.transport is None:
-            return "?"
-        peer = self.transport.get_extra_info("peername")
-        return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "?"
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports implement asyncio.Transport without subclassing it.
-        self.transport = cast(asyncio.Transport, transport)
-        self._relay.connection_made(self)
-
-    def data_received(self, data: bytes) -> None:
-        relay = self._relay
-        self.last_tick = relay.tick
-        if self.proto == 1:
-            # Runs of plain sends are routed whole when that changes nothing.
-            run = self._decoder.maybe_sends(data)
-            if run is not None and relay.sends_received(self, run):
-                relay.requests_received(self, self._decoder.take(run))
-                return
-        relay.requests_received(self, self._decoder.feed(data))
-
-    def eof_received(self) -> bool:
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closing = True
-        self.pending = None
-        self._relay.connection_lost(self, exc)
-
-    def pause_writing(self) -> None:
-        self._relay.slow_consumer(self)
-
-    def queue(self, data: bytes) -> None:
-        """Write ``data`` with everything else this read produced for this card."""
-        pending = self.pending
-        if pending is None:
-            self.pending = [data]
-            self._relay.dirty.append(self)
-        else:
-            pending.append(data)
-
-    def queue_all(self, messages: list[bytes]) -> None:
-        """Queue every one of ``messages``, in order; the list becomes the card's."""
-        pending = self.pending
-        if pending is None:
-            self.pending = messages
-            self._relay.dirty.append(self)
-        else:
-            pending.extend(messages)
-
-    def flush(self) -> None:
-        """Hand the queued bytes to the transport in one call."""
-        pending, self.pending = self.pending, None
-        if pending is None or self.closing or self.transport is None:
-            return
-        if len(pending) == 1:
-            self.transport.write(pending[0])
-        else:
-            # uvloop hands the list to writev as it is: no joined copy.
-            self.transport.writelines(pending)
-
-    def drain_and_close(self, why: str, grace: float) -> None:
-        """Take no more bytes for this card, let it read what it was sent for up to
-        ``grace`` seconds, then close it regardless."""
-        self.why = why
-        self.closing = True
-        self.pending = None
-        if self.transport is not None:
-            self.transport.close()
-            asyncio.get_running_loop().call_later(grace, self.transport.abort)
-
-    def drop(self, why: str) -> None:
-        """Close at once, discarding unsent bytes; ``why`` goes in the log."""
-        self.why = why
-        self.closing = True
-        self.pending = None
-        if self.transport is not None:
-            self.transport.abort()
+    def node_name(self) -> str:
+        """The node's name: ``node``, or the host name and the port (or the pid)."""
+        return self.node or f"{socket.gethostname()}:{self.port or os.getpid()}"
 
 
 class RelayServer:
@@ -168,6 +80,10 @@ class RelayServer:
         self.config = config
         self.tick = 0
         self.dirty: list[CardConnection] = []
+        self.node = config.node_name
+        self.presence = Presence(self.node, self._holds)
+        self.backplane: Backplane | None = None
+        self.metrics: RelayMetrics | None = None
         self._auth = Authenticator(config.tokens)
         self._auth_required = self._auth.enabled
         self._registry: Registry[CardConnection] = Registry()
@@ -175,6 +91,8 @@ class RelayServer:
         self._listeners: list[Listener] = []
         self._heartbeat = Heartbeat(config.heartbeat, self._beat)
         self._round: Round[CardConnection] | None = None
+        self._deferral = Deferral(self)
+        self._flush_handle: asyncio.Handle | None = None
         self._server: asyncio.Server | None = None
         self._drained: asyncio.Event | None = None
         self._port = 0
@@ -193,8 +111,14 @@ class RelayServer:
         self._listeners.append(listener)
 
     async def start(self) -> None:
-        """Bind and start accepting cards."""
+        """Start the metrics and join the cluster when configured, then bind and
+        start accepting cards."""
         config = self.config
+        if config.metrics_port is not None:
+            self._start_metrics(config.metrics_port)
+        if config.nats is not None:
+            await self._join_cluster(config.nats)
+
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: CardConnection(self), config.host, config.port, backlog=1024
@@ -208,6 +132,30 @@ class RelayServer:
         )  # fmt: skip
         if not self._auth.enabled:
             log.warning("relay: no token file, so any client may claim any card name")
+
+    def _start_metrics(self, port: int) -> None:
+        from relayserver.metrics import RelayMetrics  # noqa: PLC0415 (optional)
+
+        metrics = RelayMetrics()
+        metrics.count_cards_with(self._registry.__len__)
+        try:
+            metrics.serve(port, self.config.host)
+        except OSError as error:
+            where = f"{self.config.host}:{port}"
+            raise OSError(
+                error.errno, f"metrics on {where}: {error.strerror}"
+            ) from error
+        self.metrics = metrics
+
+    async def _join_cluster(self, url: str) -> None:
+        from relayserver.backplane import (  # noqa: PLC0415 (optional)
+            Backplane,
+            BackplaneConfig,
+        )
+
+        config = BackplaneConfig(url=url, node=self.node)
+        self.backplane = Backplane(config, self, self.presence, self.metrics)
+        await self.backplane.start()
 
     async def close(self) -> None:
         """Stop accepting, close every connection and wait until they are gone."""
@@ -225,6 +173,11 @@ class RelayServer:
         if self._connections:
             self._drained = asyncio.Event()
             await self._drained.wait()
+        await self._deferral.close()
+        if self.backplane is not None:
+            await self.backplane.close()
+        if self.metrics is not None:
+            self.metrics.close()
 
     def connection_made(self, connection: CardConnection) -> None:
         """Admit a new connection unless the connection limit is reached."""
@@ -251,28 +204,52 @@ class RelayServer:
         self._connections.discard(connection)
         if self._drained is not None and not self._connections:
             self._drained.set()
+        if connection.proto != 1:
+            self.presence.unwatch(connection)
         why = connection.why or (str(exc) if exc else "closed by the card")
+        if self.metrics is not None:
+            reason = connection.why or ("error" if exc else "closed")
+            self.metrics.card_disconnected(reason)
         name = connection.name
         if name is not None and self._registry.release(name, connection):
             log.info("card[%s]: disconnected (%s)", name, why)
-            self._notify("disconnect", name)
+            self._card_offline(name)
         else:
             log.debug("card[%s]: connection closed (%s)", connection.label, why)
 
     def requests_received(
         self, connection: CardConnection, events: list[Event]
     ) -> None:
-        """Act on the requests of one read, then write what they produced."""
-        for event in events:
+        """Act on the requests of one read, then write what they produced; while the
+        connection waits for a later answer, they wait behind it."""
+        if self.metrics is not None:
+            for event in events:
+                self.metrics.request_received(type(event).__name__)
+        if connection.deferred is not None:
+            connection.deferred.extend(events)
+            return
+        self.handle_requests(connection, events)
+
+    def handle_requests(self, connection: CardConnection, events: list[Event]) -> None:
+        """Act on ``events`` in order until one must be answered later; the rest
+        wait for it. Then write what they produced."""
+        for index, event in enumerate(events):
             kind = type(event)
+            answered = True
             if kind is Send:
-                self._send(connection, event)  # type: ignore[arg-type]
+                answered = self._send(connection, event)  # type: ignore[arg-type]
             elif kind is Connect:
                 self._connect(connection, event)  # type: ignore[arg-type]
             elif kind is Ping:
                 self._ping(connection, event)  # type: ignore[arg-type]
-            else:
+            elif kind is DecodeError:
                 self._malformed(connection, event)  # type: ignore[arg-type]
+            else:
+                answered = self._presence(connection, event)  # type: ignore[arg-type]
+            if not answered:
+                assert connection.deferred is not None
+                connection.deferred.extend(events[index + 1 :])
+                break
         self.flush_pending(connection)
 
     def sends_received(self, connection: CardConnection, run: SendRun) -> bool:
@@ -292,6 +269,8 @@ class RelayServer:
         for target, messages in zip(targets, run.messages.values(), strict=True):
             target.queue_all(messages)
         connection.queue(replies.SEND_SUCCESS * run.count)
+        if self.metrics is not None:
+            self.metrics.sends_relayed(run.count, run.messages.values())
         return True
 
     def flush_pending(self, last: CardConnection | None = None) -> None:
@@ -302,6 +281,16 @@ class RelayServer:
                 target.flush()
         if last is not None:
             last.flush()
+
+    def flush_soon(self) -> None:
+        """Write what was queued outside a read, once the running callback ends."""
+        if self._flush_handle is None:
+            loop = asyncio.get_running_loop()
+            self._flush_handle = loop.call_soon(self._flush_queued)
+
+    def _flush_queued(self) -> None:
+        self._flush_handle = None
+        self.flush_pending()
 
     def deliver(
         self, target: str, sender: str | None, payload: bytes, binary: bool = False
@@ -319,6 +308,10 @@ class RelayServer:
         holder = self._registry.get(name)
         if holder is not None:
             holder.drop("the card connected again on another relay node")
+
+    def _holds(self, name: str) -> bool:
+        holder = self._registry.get(name)
+        return holder is not None and not holder.closing
 
     def _queue_delivery(
         self, to: str, sender_json: bytes, payload: bytes, *, binary: bool
@@ -344,26 +337,51 @@ class RelayServer:
             "card[%s]: dropped, it does not read fast enough (%d bytes unsent)",
             connection.label, connection.transport.get_write_buffer_size(),
         )  # fmt: skip
+        if self.metrics is not None:
+            self.metrics.writes_paused()
         connection.drain_and_close("too slow a reader", self.config.heartbeat)
 
-    def _send(self, connection: CardConnection, send: Send) -> None:
+    def _send(self, connection: CardConnection, send: Send) -> bool:
+        """Answer ``send`` now, or hand it to the cluster and say so (False)."""
         if self._auth_required and connection.name is None:
             self._refuse_unconnected(connection, send)
-        elif self._queue_delivery(
+            return True
+        if self._queue_delivery(
             send.to, connection.sender_json, send.payload, binary=send.binary
         ):
             if connection.proto == 1:
                 connection.queue(replies.SEND_SUCCESS)
             else:
                 connection.queue(replies.send_ok(send.id))
-        elif connection.proto == 1:
+            if self.metrics is not None:
+                self.metrics.message_relayed(len(send.payload))
+            return True
+        backplane = self.backplane
+        if backplane is not None and backplane.connected:
+            answer = backplane.answer_sends(connection, send)
+            self._deferral.answer_later(connection, answer)
+            return False
+        self._refuse_send(connection, send, cut_off=backplane is not None)
+        return True
+
+    def _refuse_send(
+        self, connection: CardConnection, send: Send, *, cut_off: bool
+    ) -> None:
+        """No card here holds ``send``'s target (``cut_off``: nor can the cluster
+        be asked): say so."""
+        what = "cluster unavailable" if cut_off else "not connected"
+        if self.metrics is not None:
+            self.metrics.error(what.replace(" ", "_"))
+        if connection.proto == 1:
             connection.queue(replies.not_connected(send.to))
         else:
-            connection.queue(replies.error("not connected", send.id, to=send.to))
+            connection.queue(replies.error(what, send.id, to=send.to))
 
     def _refuse_unconnected(self, connection: CardConnection, send: Send) -> None:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("card[%s]: send to %s refused", connection.label, send.to)
+        if self.metrics is not None:
+            self.metrics.error("connect_first")
         if connection.proto == 1:
             connection.queue(replies.CONNECT_FIRST)
         else:
@@ -383,7 +401,7 @@ class RelayServer:
         self._log_connect(connection, previous)
         if previous is not None:
             previous.drop("taken over by a newer connection")
-        self._notify("connect", connect.name)
+        self._card_online(connect.name)
 
     def _acknowledge_connect(
         self, connection: CardConnection, connect: Connect
@@ -416,13 +434,15 @@ class RelayServer:
         assert name is not None
         if self._registry.release(name, connection):
             log.info("card[%s]: disconnected, the connection took another name", name)
-            self._notify("disconnect", name)
+            self._card_offline(name)
 
     def _refuse_connect(self, connection: CardConnection, connect: Connect) -> None:
         log.warning(
             "card[%s]: connect refused, %s token", connect.name,
             "no" if connect.token is None else "wrong",
         )  # fmt: skip
+        if self.metrics is not None:
+            self.metrics.error("not_authorized")
         if connect.proto == 1:
             connection.queue(replies.not_authorized(connect.name))
         else:
@@ -441,11 +461,47 @@ class RelayServer:
                 "card[%s]: wrong format, %s: %r",
                 connection.label, error.reason, error.data,
             )  # fmt: skip
+        if self.metrics is not None:
+            self.metrics.error("wrong_format")
         if connection.proto == 1:
             connection.queue(replies.WRONG_FORMAT)
         else:
             reply = replies.error("wrong format", error.request_id, detail=error.reason)
             connection.queue(reply)
+
+    def _presence(
+        self, connection: CardConnection, request: Who | Watch | Unwatch
+    ) -> bool:
+        """Answer a presence request (version 2 only); False when it comes later."""
+        if connection.proto == 1:
+            self._malformed(connection, DecodeError("presence needs protocol 2"))
+            return True
+        if isinstance(request, Unwatch):
+            self.presence.unwatch(connection, request.names)
+            connection.queue(replies.ok("unwatch", request.id))
+            return True
+        answer = self._presence_answer(connection, request)
+        self._deferral.answer_later(connection, answer)
+        return False
+
+    async def _presence_answer(
+        self, connection: CardConnection, request: Who | Watch
+    ) -> bytes:
+        """The reply to ``who`` or ``watch``: the names online, or why there is none."""
+        action = "who" if type(request) is Who else "watch"
+        try:
+            if type(request) is Who:
+                online = await self.presence.who(request.names)
+            else:
+                online = await self.presence.watch(connection, request.names)
+        except PresenceError as error:
+            if self.metrics is not None:
+                self.metrics.error(error.what.replace(" ", "_"))
+            detail = {"detail": error.detail} if error.detail else {}
+            return replies.error(error.what, request.id, **detail)
+        if connection.closing:
+            self.presence.unwatch(connection)
+        return replies.ok(action, request.id, online=online)
 
     def _beat(self) -> None:
         self.tick += 1
@@ -455,8 +511,11 @@ class RelayServer:
                 "so this one is skipped", self._round.left, len(self._connections),
             )  # fmt: skip
             return
+        connections = list(self._connections)
         visit = self._beat_one(replies.heartbeat_line(time.time()))
-        self._round = Round(list(self._connections), visit)
+        if self.metrics is not None:
+            visit = self.metrics.timed_round(visit, len(connections))
+        self._round = Round(connections, visit)
         self._round.start()
 
     def _beat_one(self, v2_line: bytes) -> Callable[[CardConnection], None]:
@@ -472,6 +531,22 @@ class RelayServer:
                 connection.transport.write(beat)
 
         return visit
+
+    def _card_online(self, name: str) -> None:
+        """Card ``name`` connected here (or took its name over here)."""
+        self.presence.card_online(name)
+        if self.backplane is not None:
+            self.backplane.card_connected(name)
+        if self.metrics is not None:
+            self.metrics.card_connected()
+        self._notify("connect", name)
+
+    def _card_offline(self, name: str) -> None:
+        """Card ``name`` left this node and nobody here holds the name now."""
+        self.presence.card_offline(name)
+        if self.backplane is not None:
+            self.backplane.card_released(name)
+        self._notify("disconnect", name)
 
     def _notify(self, event: str, name: str) -> None:
         for listener in self._listeners:
