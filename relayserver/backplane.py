@@ -121,6 +121,12 @@ class LocalCards(Protocol):
     ) -> bool:
         """Write a message to local card ``target``; ``False`` when that failed."""
 
+    def deliver_all(
+        self, target: str, sender: str | None, messages: Sequence[Message]
+    ) -> list[bool]:
+        """Write ``messages`` in order to local card ``target`` in one go; for each,
+        whether it was written."""
+
     def evict(self, name: str) -> None:
         """Close this node's session of ``name``: a newer one connected elsewhere."""
 
@@ -488,11 +494,9 @@ class Backplane:
             await self._respond(msg, _FAILED)
             return
         sender, messages = frame
-        outcomes = bytearray()
-        for payload, binary in messages:
-            delivered = self._cards.deliver(name, sender, payload, binary)
-            outcomes += _DELIVERED if delivered else _FAILED
-        await self._respond(msg, bytes(outcomes))
+        delivered = self._cards.deliver_all(name, sender, messages)
+        outcomes = b"".join(_DELIVERED if done else _FAILED for done in delivered)
+        await self._respond(msg, outcomes)
 
     async def _respond(self, msg: Msg, data: bytes) -> None:
         nc = self._nc

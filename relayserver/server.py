@@ -23,7 +23,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 __all__ = ["CardConnection", "Limits", "RelayConfig", "RelayServer"]
 
 log = logging.getLogger(__name__)
+
+_PRESENCE_REQUESTS = (Who, Watch, Unwatch)
 
 # What a listener returns is ignored, so any callable of (event, card) will do.
 Listener = Callable[[str, str], object]
@@ -242,10 +244,10 @@ class RelayServer:
                 self._connect(connection, event)  # type: ignore[arg-type]
             elif kind is Ping:
                 self._ping(connection, event)  # type: ignore[arg-type]
-            elif kind is DecodeError:
-                self._malformed(connection, event)  # type: ignore[arg-type]
-            else:
+            elif kind in _PRESENCE_REQUESTS:
                 answered = self._presence(connection, event)  # type: ignore[arg-type]
+            else:
+                self._malformed(connection, event)  # type: ignore[arg-type]
             if not answered:
                 assert connection.deferred is not None
                 connection.deferred.extend(events[index + 1 :])
@@ -302,6 +304,20 @@ class RelayServer:
         )
         self.flush_pending()
         return delivered
+
+    def deliver_all(
+        self, target: str, sender: str | None, messages: Sequence[tuple[bytes, bool]]
+    ) -> list[bool]:
+        """Write ``messages`` (payload, binary) in order to local card ``target`` in
+        one write; for each, whether it was queued (all or none: the card is here)."""
+        sender_json = replies.name_json(sender)
+        queue = self._queue_delivery
+        outcomes = [
+            queue(target, sender_json, payload, binary=binary)
+            for payload, binary in messages
+        ]
+        self.flush_pending()
+        return outcomes
 
     def evict(self, name: str) -> None:
         """Close this relay's connection of card ``name``: a newer one is elsewhere."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 
 import nats
@@ -77,6 +77,11 @@ class Node:
             return False
         self.received.setdefault(target, []).append((sender, payload, binary))
         return True
+
+    def deliver_all(
+        self, target: str, sender: str | None, messages: Sequence[tuple[bytes, bool]]
+    ) -> list[bool]:
+        return [self.deliver(target, sender, *message) for message in messages]
 
     def evict(self, name: str) -> None:
         # As the relay does: close the session, which releases the name.
