@@ -69,11 +69,7 @@ class CardConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         relay = self._relay
         self.last_tick = relay.tick
-        if self.deferred is not None:
-            # Bytes already read when reading was paused wait with the rest.
-            self.deferred.extend(self._decoder.feed(data))
-            return
-        if self.proto == 1:
+        if self.proto == 1 and self.deferred is None:
             # Runs of plain sends are routed whole when that changes nothing.
             run = self._decoder.maybe_sends(data)
             if run is not None and relay.sends_received(self, run):

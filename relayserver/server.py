@@ -35,9 +35,17 @@ from relayserver.deferral import Deferral
 from relayserver.errors import DecodeError
 from relayserver.heartbeat import Heartbeat, Round
 from relayserver.limits import Limits
-from relayserver.presence import Presence, PresenceError
+from relayserver.presence import Presence, PresenceError, check_names
 from relayserver.registry import Registry
-from relayserver.requests import Connect, Ping, Send, Unwatch, Watch, Who
+from relayserver.requests import (
+    Connect,
+    Ping,
+    RequestId,
+    Send,
+    Unwatch,
+    Watch,
+    Who,
+)
 
 if TYPE_CHECKING:
     from relayserver.backplane import Backplane
@@ -206,8 +214,7 @@ class RelayServer:
         self._connections.discard(connection)
         if self._drained is not None and not self._connections:
             self._drained.set()
-        if connection.proto != 1:
-            self.presence.unwatch(connection)
+        self.presence.unwatch(connection)
         why = connection.why or (str(exc) if exc else "closed by the card")
         if self.metrics is not None:
             reason = connection.why or ("error" if exc else "closed")
@@ -412,6 +419,8 @@ class RelayServer:
         previous = self._registry.claim(connect.name, connection)
         connection.name = connect.name
         connection.sender_json = replies.name_json(connect.name)
+        if connect.proto == 1:
+            self.presence.unwatch(connection)  # version 1 has no presence lines
         connection.proto = connect.proto
         self._acknowledge_connect(connection, connect)
         self._log_connect(connection, previous)
@@ -493,12 +502,26 @@ class RelayServer:
             self._malformed(connection, DecodeError("presence needs protocol 2"))
             return True
         if isinstance(request, Unwatch):
-            self.presence.unwatch(connection, request.names)
-            connection.queue(replies.ok("unwatch", request.id))
+            self._unwatch(connection, request)
             return True
         answer = self._presence_answer(connection, request)
         self._deferral.answer_later(connection, answer)
         return False
+
+    def _unwatch(self, connection: CardConnection, request: Unwatch) -> None:
+        try:
+            check_names(request.names)
+        except PresenceError as error:
+            connection.queue(self._presence_refused(error, request.id))
+            return
+        self.presence.unwatch(connection, request.names)
+        connection.queue(replies.ok("unwatch", request.id))
+
+    def _presence_refused(self, error: PresenceError, request_id: RequestId) -> bytes:
+        if self.metrics is not None:
+            self.metrics.error(error.what.replace(" ", "_"))
+        detail = {"detail": error.detail} if error.detail else {}
+        return replies.error(error.what, request_id, **detail)
 
     async def _presence_answer(
         self, connection: CardConnection, request: Who | Watch
@@ -511,10 +534,7 @@ class RelayServer:
             else:
                 online = await self.presence.watch(connection, request.names)
         except PresenceError as error:
-            if self.metrics is not None:
-                self.metrics.error(error.what.replace(" ", "_"))
-            detail = {"detail": error.detail} if error.detail else {}
-            return replies.error(error.what, request.id, **detail)
+            return self._presence_refused(error, request.id)
         if connection.closing:
             self.presence.unwatch(connection)
         return replies.ok(action, request.id, online=online)
