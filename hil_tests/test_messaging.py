@@ -9,6 +9,7 @@ import pytest
 from modembridge.benchcard import AgentCard, BenchCard
 from modembridge.measurement import latency_summary
 from modembridge.modem import Modem
+from modembridge.presence import PresenceWatcher
 from modembridge.pytest_plugin import Measure, RelayInfo
 from modembridge.testbench import Bench
 from modembridge.timeline import Timeline
@@ -98,13 +99,17 @@ async def test_heartbeats_reach_a_module_socket(
 
 
 async def test_relay_sees_the_cards(
-    modem_card: AgentCard, tcp_card: BenchCard, relay: RelayInfo
+    modem_card: AgentCard,
+    tcp_card: BenchCard,
+    relay: RelayInfo,
+    relay_presence: PresenceWatcher,
 ) -> None:
-    cards = relay.cards()
-    if cards is None:
-        pytest.skip("the relay is outside this session: its cards are not visible")
+    names = [modem_card.name, tcp_card.name]
 
-    assert {modem_card.name, tcp_card.name} <= set(cards)
+    assert await relay_presence.online(names) == names
+    cards = relay.cards()
+    if cards is not None:
+        assert set(names) <= set(cards)
 
 
 @pytest.mark.modems(2)

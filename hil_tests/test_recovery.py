@@ -14,7 +14,8 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from modembridge.benchcard import AgentCard, BenchCard, CardError
+from modembridge.benchcard import AgentCard, BenchCard
+from modembridge.presence import PresenceWatcher
 from modembridge.pytest_plugin import Measure, RelayInfo
 from modembridge.testbench import SimulatorHandle
 from modembridge.timeline import Timeline
@@ -86,18 +87,15 @@ DISTURBANCES: dict[str, Callable[[SimulatorHandle], Awaitable[None]]] = {
 }
 
 
-async def exchange(modem_card: AgentCard, tcp_card: BenchCard, text: str) -> None:
-    """One message each way; the host side retries while the card is away."""
+async def exchange(
+    modem_card: AgentCard, tcp_card: BenchCard, presence: PresenceWatcher, text: str
+) -> None:
+    """One message each way; the host side's once the relay has the card online."""
     modem_card.send(tcp_card.name, f"up {text}".encode())
     assert (await tcp_card.receive(RECOVERY_SECONDS)).data == f"up {text}".encode()
 
-    async with asyncio.timeout(RECOVERY_SECONDS):
-        while True:
-            try:
-                await tcp_card.send(modem_card.name, f"down {text}".encode())
-                break
-            except CardError:
-                await asyncio.sleep(0.2)
+    await presence.wait_online(modem_card.name, RECOVERY_SECONDS)
+    await tcp_card.send(modem_card.name, f"down {text}".encode())
     assert (await modem_card.receive(RECOVERY_SECONDS)).data == f"down {text}".encode()
 
 
@@ -108,10 +106,11 @@ async def test_card_comes_back_after(  # noqa: PLR0917 (fixtures are arguments)
     tcp_card: BenchCard,
     simulator: SimulatorHandle,
     relay: RelayInfo,
+    relay_presence: PresenceWatcher,
     timeline: Timeline,
     measure: Measure,
 ) -> None:
-    await exchange(modem_card, tcp_card, "before")
+    await exchange(modem_card, tcp_card, relay_presence, "before")
     registrations = relay.connects(modem_card.name)
     seen = len(await simulator.violations())
 
@@ -125,32 +124,34 @@ async def test_card_comes_back_after(  # noqa: PLR0917 (fixtures are arguments)
             modem_card.name, registrations + 1, within=RECOVERY_SECONDS
         )
     await modem_card.wait_online(RECOVERY_SECONDS)
+    await relay_presence.wait_online(modem_card.name, RECOVERY_SECONDS)
     measure(f"recovery_{fault}_s", round(time.monotonic() - began, 3))
     timeline.note("card online again")
 
     assert (await tcp_card.receive(RECOVERY_SECONDS)).data == (
         b"handed over during the fault"
     )
-    await exchange(modem_card, tcp_card, "after")
+    await exchange(modem_card, tcp_card, relay_presence, "after")
     assert (await simulator.violations())[seen:] == []
 
 
 @pytest.mark.parametrize("disturbance", DISTURBANCES)
-async def test_messages_pass_after(
+async def test_messages_pass_after(  # noqa: PLR0917 (fixtures are arguments)
     disturbance: str,
     modem_card: AgentCard,
     tcp_card: BenchCard,
     simulator: SimulatorHandle,
+    relay_presence: PresenceWatcher,
     timeline: Timeline,
 ) -> None:
-    await exchange(modem_card, tcp_card, "before")
+    await exchange(modem_card, tcp_card, relay_presence, "before")
     seen = len(await simulator.violations())
 
     timeline.note(f"disturbance: {disturbance}")
     await DISTURBANCES[disturbance](simulator)
     timeline.note("disturbance over")
 
-    await exchange(modem_card, tcp_card, "after")
+    await exchange(modem_card, tcp_card, relay_presence, "after")
     assert (await simulator.violations())[seen:] == []
 
 

@@ -9,10 +9,13 @@ waits are capped (``--command-timeout``, 2 s by default) and a hung one is notic
 seconds; real ones keep each command's own limit unless the option is given.
 
 Fixtures: ``relay`` (the relay's address and, for the session's own relay, its
-cards), ``modems`` / ``modem`` (opened and brought up), ``modem_card`` /
-``modem_cards`` (a module attached as a card by the attach agent), ``tcp_card`` (a
-plain TCP card for the other end), ``simulator`` / ``simulators`` (fault injection),
-``measure`` (record a number), ``timeline`` (note a step).
+cards), ``relay_presence`` (who is online at the relay, the session's own or the
+``--relay`` one: ``await relay_presence.wait_online(card.name, 60)`` instead of a
+sleep, ``wait_offline``, ``online(names)``; skips on a relay without presence),
+``modems`` / ``modem`` (opened and brought up), ``modem_card`` / ``modem_cards`` (a
+module attached as a card by the attach agent), ``tcp_card`` (a plain TCP card for
+the other end), ``simulator`` / ``simulators`` (fault injection), ``measure``
+(record a number), ``timeline`` (note a step).
 
 Markers: ``hardware`` (needs a real module), ``simulation_only`` (injects faults),
 ``modems(n)`` (needs n modules), ``model("ec20")`` (needs that model), ``soak`` (runs
@@ -51,6 +54,7 @@ from modembridge.detect import open_modem
 from modembridge.junitattach import JUnitAttacher
 from modembridge.measurement import Measurements
 from modembridge.modem import Modem
+from modembridge.presence import PresenceUnsupported, PresenceWatcher, observer_name
 from modembridge.supervisor import RecoveryPolicy
 from modembridge.testbench import (
     DEFAULT_APN,
@@ -333,6 +337,34 @@ class RelayInfo:
 def relay(hil_bench: Bench) -> RelayInfo:
     """The relay: the session's own, or the one ``--relay`` names."""
     return RelayInfo(hil_bench)
+
+
+NO_PRESENCE = (
+    "waiting for a card at the relay needs presence requests: give --relay "
+    "HOST:PORT of a relay that answers them (docs/cluster.md, Presence)"
+)
+
+
+@async_fixture
+async def relay_presence(
+    hil_bench: Bench, timeline: Timeline
+) -> AsyncIterator[PresenceWatcher]:
+    """An observer card at the relay: wait until a card is online or gone there.
+
+    Its log lines, among them each wait and how long it took, go to the timeline.
+    """
+    name = observer_name(hil_bench.card_name("observer"))
+    watcher = PresenceWatcher(hil_bench.relay_address, name)
+    try:
+        try:
+            await watcher.open()
+            # Asking about itself tells at once whether the relay knows presence.
+            await watcher.online([watcher.name])
+        except PresenceUnsupported as exc:
+            pytest.skip(f"{exc}; {NO_PRESENCE}")
+        yield watcher
+    finally:
+        await watcher.close()
 
 
 # ---------------------------------------------------------------------------------

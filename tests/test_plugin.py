@@ -7,6 +7,9 @@ is how the health gate and the hardware paths are exercised without hardware.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -536,3 +539,99 @@ def test_session_without_bench_fixtures_starts_nothing(
 
     result.assert_outcomes(passed=1)
     result.stdout.no_fnmatch_line("*modembridge measurements*")
+
+
+PRESENCE = """
+async def test_presence(relay_presence, tcp_card):
+    await relay_presence.wait_online(tcp_card.name, 10)
+    assert await relay_presence.online([tcp_card.name]) == [tcp_card.name]
+    await tcp_card.close()
+    await relay_presence.wait_offline(tcp_card.name, 10)
+"""
+
+
+@pytest.mark.parametrize("outside", [False, True], ids=["own-relay", "outside-relay"])
+def test_relay_presence_waits_for_a_card_and_notes_it_in_the_timeline(
+    inner: pytest.Pytester, outside_relay: str, tmp_path: Path, outside: bool
+) -> None:
+    inner.makepyfile(PRESENCE)
+    timelines = tmp_path / "timelines"
+    options = [outside_relay] if outside else []
+
+    result = inner.runpytest(
+        "--modem=sim:ec20", f"--timeline-dir={timelines}", *options
+    )
+
+    result.assert_outcomes(passed=1)
+    (path,) = timelines.iterdir()
+    text = path.read_text()
+    observer = r"observer\[hil-\w+-observer-\d+-\d+\]"
+    assert re.search(rf"{observer}: card hil-\w+-tcp online at the relay after", text)
+    assert re.search(rf"{observer}: card hil-\w+-tcp offline at the relay after", text)
+
+
+@pytest.fixture
+def old_relay(request: pytest.FixtureRequest) -> Iterator[str]:
+    """``--relay`` for a relay from before presence, of protocol ``request.param``."""
+    loop = BenchLoop()
+    loop.start()
+    answer = _answer_as_version_1 if request.param == 1 else _answer_as_version_2
+    server = loop.run(asyncio.start_server(answer, "127.0.0.1", 0))
+    try:
+        yield f"--relay=127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+
+        async def close() -> None:
+            server.close()
+            await server.wait_closed()
+
+        loop.run(close())
+        loop.stop()
+
+
+async def _answer_as_version_2(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """Connect in version 2, and wrong format to requests unknown before presence."""
+    with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+        while True:
+            request = json.loads(await reader.readuntil(b"}"))
+            if request["action"] == "connect":
+                reply = {"ok": "connect", "card": request["from"], "proto": 2}
+            else:
+                reply = {"error": "wrong format", "detail": "unknown action"}
+            writer.write(json.dumps(reply).encode() + b"\n")
+    writer.close()
+
+
+async def _answer_as_version_1(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """A relay that ignores ``proto`` and knows nothing but version 1."""
+    with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+        await reader.readuntil(b"}")
+        writer.write(b"connect_success")
+        await reader.read()
+    writer.close()
+
+
+@pytest.mark.parametrize(
+    ("old_relay", "reason"),
+    [
+        (2, "does not support presence: it answered wrong format to who"),
+        (1, "does not support presence: it speaks protocol version 1 only"),
+    ],
+    indirect=["old_relay"],
+    ids=["version-2", "version-1"],
+)
+def test_relay_presence_skips_on_a_relay_without_presence(
+    inner: pytest.Pytester, old_relay: str, reason: str
+) -> None:
+    inner.makepyfile("async def test_waits(relay_presence): pass")
+
+    result = inner.runpytest("-rs", "--modem=sim:ec20", old_relay)
+
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(
+        [f"*{reason}*give --relay HOST:PORT of a relay that answers them*"]
+    )
