@@ -226,7 +226,8 @@ def json_object(line: bytes, what: str) -> dict[str, object]:
     """The JSON object ``line`` holds; RelayProtocolError naming ``what`` otherwise."""
     try:
         obj = json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:
+        # Not JSON, not UTF-8, or an integer too long to convert.
         raise RelayProtocolError(f"{what} is not JSON", line[:80]) from exc
     except RecursionError as exc:
         # Thousands of nested brackets: no reply of a relay looks like that.

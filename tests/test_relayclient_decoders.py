@@ -154,6 +154,7 @@ def test_v2_lines_become_events() -> None:
         b'{"from": "A", "message_b64": "!!"}',
         b"\xff",
         b"[" * 100_000,
+        b'{"heartbeat": ' + b"9" * 5000 + b"}",
     ],
 )
 def test_v2_garbage_is_our_protocol_error_in_its_place(line: bytes) -> None:
