@@ -75,8 +75,16 @@ def require_nats_server() -> str:
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
+    _terminate(process)
+    _reap(process)
+
+
+def _terminate(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
+
+
+def _reap(process: subprocess.Popen[bytes]) -> None:
     try:
         process.wait(timeout=5)
     except subprocess.TimeoutExpired:
@@ -113,18 +121,28 @@ class NatsServer:
 
 
 class RelayNode:
-    """One ``relayserver`` process, a node of a cluster when given a NATS URL."""
+    """One ``relayserver`` process, a node of a cluster when given a NATS URL.
 
-    def __init__(self, workdir: Path, *options: str) -> None:
+    ``preamble`` is Python run in the process before the relay's command starts.
+    """
+
+    def __init__(self, workdir: Path, *options: str, preamble: str = "") -> None:
         self.port = free_port()
         self.options = options
+        self.preamble = preamble
         self.log_path = workdir / f"relay-{self.port}.log"
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         """Start the relay and wait until it accepts cards."""
+        self.launch()
+        self.wait_started()
+
+    def launch(self) -> None:
+        """Start the relay process, without waiting for it."""
+        code = f"{self.preamble}\nfrom relayserver.cli import main; main()"
         command = [
-            *(sys.executable, "-c", "from relayserver.cli import main; main()"),
+            *(sys.executable, "-c", code),
             *("--host", "127.0.0.1", "--port", str(self.port)),
             *("--heartbeat", "3600", "--log-level", "debug"),
             *self.options,
@@ -133,12 +151,19 @@ class RelayNode:
             self._process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT
             )
+
+    def wait_started(self) -> None:
+        """Wait until the launched relay accepts cards."""
         wait_for_port(self.port, self._process, self.log_path)
         # Bound is not started: a node joins its cluster (or gives up for now) first.
+        self.wait_logged("relay: listening on")
+
+    def wait_logged(self, text: str) -> None:
+        """Wait until the relay logged ``text``."""
         deadline = time.monotonic() + PROMPT
-        while "relay: listening on" not in self.log():
+        while text not in self.log():
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the relay did not start:\n{self.log()[-3000:]}")
+                raise TimeoutError(f"the relay did not log {text!r}:\n{self.log()}")
             time.sleep(0.02)
 
     def stop(self) -> None:
@@ -146,6 +171,11 @@ class RelayNode:
         process, self._process = self._process, None
         if process is not None:
             _stop(process)
+
+    def terminate(self) -> None:
+        """Ask the relay to stop (SIGTERM) without waiting for it; see :meth:`stop`."""
+        if self._process is not None:
+            _terminate(self._process)
 
     def kill(self) -> None:
         """Kill the relay outright, as a crash or an OOM killer would."""
@@ -157,6 +187,22 @@ class RelayNode:
     def log(self) -> str:
         """What the relay logged, for assertions and failure messages."""
         return self.log_path.read_text(errors="replace")
+
+
+def start_nodes(nodes: list[RelayNode]) -> None:
+    """Start relay nodes side by side and wait until each accepts cards."""
+    for node in nodes:
+        node.launch()
+    for node in nodes:
+        node.wait_started()
+
+
+def stop_nodes(nodes: list[RelayNode]) -> None:
+    """Stop relay nodes side by side, as an operator would (SIGTERM)."""
+    for node in nodes:
+        node.terminate()
+    for node in nodes:
+        node.stop()
 
 
 class Card:
@@ -192,9 +238,9 @@ class Card:
             got = await self.reader.readexactly(len(data))
         assert got == data
 
-    async def line(self) -> dict[str, Any]:
-        """The next version 2 line, heartbeats skipped."""
-        async with asyncio.timeout(PROMPT):
+    async def line(self, within: float = PROMPT) -> dict[str, Any]:
+        """The next version 2 line, heartbeats skipped, within ``within`` seconds."""
+        async with asyncio.timeout(within):
             while True:
                 line = await self.reader.readline()
                 assert line.endswith(b"\n"), f"connection ended: {line!r}"
@@ -214,3 +260,45 @@ class Card:
         self.writer.close()
         with contextlib.suppress(OSError):
             await self.writer.wait_closed()
+
+
+class SocketCard:
+    """A version 1 card on a plain socket that the event loop never reads.
+
+    Bytes the relay wrote to it stay in the kernel until the test takes them, so
+    the test can tell which had arrived at a given moment: :meth:`arrived`. (On
+    loopback, what a process wrote is in the receiver's queue once the write
+    returned.)
+    """
+
+    def __init__(self, port: int, name: str) -> None:
+        self.socket = socket.create_connection(("127.0.0.1", port), timeout=PROMPT)
+        self.socket.sendall(f"{{'action':'connect','from':'{name}'}}".encode())
+        assert self._read(len(b"connect_success")) == b"connect_success"
+        self.socket.settimeout(0)  # from now on, reads never wait
+
+    def arrived(self) -> bytes:
+        """Every byte that reached the card by now, without waiting for more."""
+        chunks = []
+        while True:
+            try:
+                chunk = self.socket.recv(65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.socket.close()
+
+    def _read(self, size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            chunk = self.socket.recv(size - len(data))
+            if not chunk:
+                break
+            data += chunk
+        return data
