@@ -9,7 +9,12 @@ card it does not hold, it asks the cluster. All subjects start with a prefix
     elsewhere are a NATS request there, carrying the sender's name and one or more
     messages in order. The holder writes them to the card's socket first and only
     then answers, one byte a message: ``+`` written, ``-`` not (it holds the card
-    but the write failed). So an acknowledgement never lies. It stays silent when
+    but the write failed). So an acknowledgement never lies. Nor does a refusal: a
+    request carries a deadline, half the request timeout after it was made, and a
+    holder that gets it later (it was stalled, or NATS was slow) drops it unwritten,
+    since the sender has been or will soon be told "not connected". This needs the
+    nodes' clocks to agree within about a second (NTP); a node that drops requests
+    for that reason says so in its log. It stays silent when
     it no longer holds the card (a newer holder may answer). No subscriber (NATS
     says so at once) or no answer within the request timeout means the card is not
     connected. The same subject answers presence probes with the holder's name.
@@ -42,6 +47,7 @@ import enum
 import hashlib
 import json
 import logging
+import math
 import re
 import struct
 import time
@@ -76,7 +82,7 @@ _SEND, _PROBE = b"S", b"P"
 _DELIVERED, _FAILED = b"+", b"-"
 _BINARY = 1
 _NO_SENDER = 0xFFFFFFFF
-_SENDER = struct.Struct("!cI")
+_SENDER = struct.Struct("!cdI")
 _MESSAGE = struct.Struct("!BI")
 _SAFE_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 _MAX_TOKEN = 200
@@ -238,7 +244,8 @@ class Backplane:
     ) -> list[Delivery]:
         """Deliver ``messages`` in order to ``target``, in one request; each outcome."""
         started = time.perf_counter()
-        frame = _send_frame(sender, messages)
+        deadline = time.time() + self.config.request_timeout / 2
+        frame = _send_frame(sender, messages, deadline)
         nc = self._nc
         if nc is None or not nc.is_connected:
             deliveries, result = [Delivery.UNAVAILABLE] * len(messages), "unavailable"
@@ -493,10 +500,26 @@ class Backplane:
             )
             await self._respond(msg, _FAILED)
             return
-        sender, messages = frame
+        sender, messages, deadline = frame
+        late = time.time() - deadline
+        if late > 0:
+            self._expired(name, len(messages), late)
+            return
         delivered = self._cards.deliver_all(name, sender, messages)
         outcomes = b"".join(_DELIVERED if done else _FAILED for done in delivered)
         await self._respond(msg, outcomes)
+
+    def _expired(self, name: str, count: int, late: float) -> None:
+        """Messages for ``name`` came past their deadline: the sender moved on."""
+        logger.warning(
+            "card[%s]: dropped %d message(s) from another node, %.1f s past their "
+            "deadline (this node stalled, or the nodes' clocks disagree)",
+            name,
+            count,
+            late,
+        )
+        if self._metrics is not None:
+            self._metrics.error("expired")
 
     async def _respond(self, msg: Msg, data: bytes) -> None:
         nc = self._nc
@@ -640,22 +663,29 @@ def _send_reply(proto: int, send: Send, delivery: Delivery) -> bytes:
     return replies.error(delivery.value, send.id, to=send.to)
 
 
-def _send_frame(sender: str | None, messages: Sequence[Message]) -> bytes:
-    """A send request: the sender's name, then each message with its flags."""
+def _send_frame(
+    sender: str | None, messages: Sequence[Message], deadline: float
+) -> bytes:
+    """A send request: its deadline (Unix time), the sender's name, then each
+    message with its flags."""
     name = b"" if sender is None else sender.encode("utf-8", "surrogatepass")
-    parts = [_SENDER.pack(_SEND, _NO_SENDER if sender is None else len(name)), name]
+    size = _NO_SENDER if sender is None else len(name)
+    parts = [_SENDER.pack(_SEND, deadline, size), name]
     for payload, binary in messages:
         parts.append(_MESSAGE.pack(_BINARY if binary else 0, len(payload)))
         parts.append(payload)
     return b"".join(parts)
 
 
-def _parse_send_frame(data: bytes) -> tuple[str | None, list[Message]] | None:
-    """Sender and messages of a send request; ``None`` if it is malformed."""
+def _parse_send_frame(
+    data: bytes,
+) -> tuple[str | None, list[Message], float] | None:
+    """Sender, messages and deadline of a send request; ``None`` if it is
+    malformed."""
     head = _parse_sender(data)
     if head is None:
         return None
-    sender, offset = head
+    sender, offset, deadline = head
     messages: list[Message] = []
     while offset < len(data):
         if offset + _MESSAGE.size > len(data):
@@ -666,27 +696,26 @@ def _parse_send_frame(data: bytes) -> tuple[str | None, list[Message]] | None:
         offset += length
     if not messages or offset != len(data):
         return None
-    return sender, messages
+    return sender, messages, deadline
 
 
-def _parse_sender(data: bytes) -> tuple[str | None, int] | None:
-    """The sender of a send request and where its messages start."""
+def _parse_sender(data: bytes) -> tuple[str | None, int, float] | None:
+    """The sender of a send request, where its messages start, and its deadline."""
     if len(data) < _SENDER.size:
         return None
-    kind, size = _SENDER.unpack_from(data)
+    kind, deadline, size = _SENDER.unpack_from(data)
     offset = _SENDER.size
-    if kind != _SEND:
+    if kind != _SEND or not math.isfinite(deadline):
         return None
     if size == _NO_SENDER:
-        return None, offset
+        return None, offset, deadline
     if offset + size > len(data):
         return None
     try:
-        return data[offset : offset + size].decode(
-            "utf-8", "surrogatepass"
-        ), offset + size
+        name = data[offset : offset + size].decode("utf-8", "surrogatepass")
     except UnicodeDecodeError:
         return None
+    return name, offset + size, deadline
 
 
 def _parse_outcomes(data: bytes, count: int) -> list[Delivery] | None:

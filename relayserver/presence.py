@@ -119,7 +119,7 @@ class Presence:
         was = self._holder[name]
         self._holder[name] = node or self.node
         if was is None:
-            self._tell(name, online=True)
+            self._tell(name, node or self.node, online=True)
 
     def card_offline(self, name: str, node: str | None = None) -> None:
         """``name`` left ``node``; ignored when another node has taken it since."""
@@ -127,7 +127,7 @@ class Presence:
             return
         self._bump(name)
         self._holder[name] = None
-        self._tell(name, online=False)
+        self._tell(name, node or self.node, online=False)
 
     def node_gone(self, node: str) -> None:
         """``node`` stopped answering: every card it held is offline."""
@@ -190,9 +190,9 @@ class Presence:
         self._holder.pop(name, None)
         self._generation.pop(name, None)
 
-    def _tell(self, name: str, *, online: bool) -> None:
+    def _tell(self, name: str, node: str, *, online: bool) -> None:
         state = "online" if online else "offline"
-        logger.debug("card[%s]: %s (node %s)", name, state, self._holder[name])
+        logger.debug("card[%s]: %s (node %s)", name, state, node)
         for watcher in list(self._watchers.get(name, ())):
             try:
                 watcher.presence_changed(name, online)

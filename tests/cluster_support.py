@@ -184,6 +184,16 @@ class RelayNode:
             process.kill()
             process.wait()
 
+    def freeze(self) -> None:
+        """Stop the relay in its tracks (SIGSTOP), as a stalled machine would."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """Let a frozen relay run on (SIGCONT)."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)
+
     def log(self) -> str:
         """What the relay logged, for assertions and failure messages."""
         return self.log_path.read_text(errors="replace")

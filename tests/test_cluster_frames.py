@@ -14,14 +14,17 @@ from relayserver.backplane import (
 )
 
 names = st.text(min_size=1, max_size=40)
+deadlines = st.floats(allow_nan=False, allow_infinity=False)
 messages = st.lists(st.tuples(st.binary(max_size=200), st.booleans()), min_size=1)
 
 
-@given(st.none() | names, messages)
+@given(st.none() | names, messages, deadlines)
 def test_a_send_request_reads_back_as_it_was_written(
-    sender: str | None, batch: list[tuple[bytes, bool]]
+    sender: str | None, batch: list[tuple[bytes, bool]], deadline: float
 ) -> None:
-    assert _parse_send_frame(_send_frame(sender, batch)) == (sender, batch)
+    frame = _send_frame(sender, batch, deadline)
+
+    assert _parse_send_frame(frame) == (sender, batch, deadline)
 
 
 @given(st.binary(max_size=300))
@@ -29,9 +32,9 @@ def test_any_bytes_are_a_send_request_or_none(data: bytes) -> None:
     parsed = _parse_send_frame(data)
 
     if parsed is not None:
-        sender, batch = parsed
+        sender, batch, deadline = parsed
         assert batch
-        assert _send_frame(sender, batch) == data
+        assert _send_frame(sender, batch, deadline) == data
 
 
 @given(st.binary(max_size=20), st.integers(min_value=1, max_value=20))

@@ -212,6 +212,27 @@ async def test_a_card_connecting_to_another_node_closes_its_older_session(
     assert "(the card connected again on another relay node)" in one.log()
 
 
+async def test_a_send_refused_while_the_holder_stalled_is_never_delivered(
+    cluster: Cluster,
+) -> None:
+    one, two = cluster.start(2)
+    b = await cluster.card(two, "B")
+    a = await cluster.card(one, "A")
+    await cluster.online(one, "B")
+
+    two.freeze()
+    try:
+        await a.request(send("B", "while stalled"))
+        await a.expect(b"B not connect")
+    finally:
+        two.thaw()
+    two.wait_logged("card[B]: dropped 1 message(s) from another node")
+    await a.request(send("B", "after"))
+    await a.expect(b"send_success")
+
+    await b.expect(b"after")
+
+
 async def test_cards_keep_talking_while_nats_is_away_and_reach_further_after(
     cluster: Cluster, nats_server: NatsServer
 ) -> None:
