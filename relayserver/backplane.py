@@ -73,6 +73,9 @@ logger = logging.getLogger(__name__)
 #: Beacon intervals a node may stay silent before the others count it gone.
 SILENT_BEACONS = 3
 
+#: Seconds two nodes' clocks may differ before a node warns (send deadlines use them).
+CLOCK_TOLERANCE = 0.5
+
 # At most this many presence probes in flight at once, per lookup.
 _PROBE_BATCH = 100
 # At most this many of one connection's sends cross to other nodes at once.
@@ -171,6 +174,7 @@ class Backplane:
         self._tasks: list[asyncio.Task[None]] = []
         self._events: Subscription | None = None
         self._twins: set[str] = set()
+        self._skewed: set[str] = set()
         self._shown_url = shown_url(config.url)
         self._closing = False
 
@@ -558,6 +562,7 @@ class Backplane:
                 self._presence.card_offline(event["name"], node)
         elif kind == "node":
             self._node_heard(node, event["state"])
+            self._check_clock(node, event.get("time"))
 
     def _online_received(self, name: str, node: str, since: float) -> None:
         self._nodes[node] = asyncio.get_running_loop().time()
@@ -587,6 +592,23 @@ class Backplane:
             logger.info("cluster[%s]: node %s is up", self.config.node, node)
         self._nodes[node] = asyncio.get_running_loop().time()
 
+    def _check_clock(self, node: str, then: object) -> None:
+        """Warn once when ``node``'s clock is far from ours: sends between us would
+        be dropped as late, or kept past their deadline."""
+        if not isinstance(then, int | float) or node in self._skewed:
+            return
+        skew = time.time() - then
+        if abs(skew) > CLOCK_TOLERANCE:
+            self._skewed.add(node)
+            logger.warning(
+                "cluster[%s]: node %s's clock is %.1f s %s this node's; keep the "
+                "nodes' clocks in step (NTP)",
+                self.config.node,
+                node,
+                abs(skew),
+                "behind" if skew > 0 else "ahead of",
+            )
+
     def _node_gone(self, node: str, why: str) -> None:
         if self._nodes.pop(node, None) is not None:
             logger.warning("cluster[%s]: node %s %s", self.config.node, node, why)
@@ -602,7 +624,9 @@ class Backplane:
             if not self.connected:
                 continue
             with contextlib.suppress(Exception):
-                await self._publish_event("node", {"state": "alive"})
+                await self._publish_event(
+                    "node", {"state": "alive", "time": time.time()}
+                )
             deadline = loop.time() - SILENT_BEACONS * interval
             for node, seen in list(self._nodes.items()):
                 if seen < deadline:

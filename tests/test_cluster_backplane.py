@@ -7,6 +7,7 @@ seam; the relay processes themselves are exercised in ``test_cluster_nodes.py``.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -421,3 +422,31 @@ def test_a_missing_nats_server_fails_where_services_are_required(
     monkeypatch.delenv("MODEMBRIDGE_REQUIRE_SERVICES")
     with pytest.raises(pytest.skip.Exception, match="nats-server is not installed"):
         require_nats_server()
+
+
+async def test_a_node_whose_clock_is_far_off_is_named_once(
+    nodes: list[Node], caplog: pytest.LogCaptureFixture
+) -> None:
+    one, _two = nodes
+    client = await nats.connect(one.backplane.config.url)
+    far: dict[str, object] = {"node": "far", "instance": "x"}
+    try:
+        for _beacon in range(3):
+            alive = {**far, "state": "alive", "time": time.time() - 5}
+            await client.publish("relay.event.node", json.dumps(alive).encode())
+        # Events arrive in order: once the goodbye is heard, so were the beacons.
+        bye = {**far, "state": "bye"}
+        await client.publish("relay.event.node", json.dumps(bye).encode())
+        await client.flush()
+        await eventually(lambda: _true_when("left the cluster" in caplog.text))
+    finally:
+        await client.close()
+
+    said = [record.getMessage() for record in caplog.records]
+    warnings = [
+        line for line in said if line.startswith("cluster[relay-1]: node far's")
+    ]
+    assert warnings == [
+        "cluster[relay-1]: node far's clock is 5.0 s behind this node's; keep the "
+        "nodes' clocks in step (NTP)"
+    ]
