@@ -7,6 +7,7 @@ import time
 import pytest
 
 from modembridge.benchcard import AgentCard, BenchCard
+from modembridge.dialect import ATDialect
 from modembridge.measurement import latency_summary
 from modembridge.modem import Modem
 from modembridge.presence import PresenceWatcher
@@ -44,6 +45,7 @@ async def test_large_message_is_split_across_sends(
 
     assert arrived == up
     assert answer == down
+    assert isinstance(modem, ATDialect), "the send command comes from an AT table"
     send = modem.command_text("send", link=0, length=0).split("=")[0]
     sends = [entry for entry in timeline.entries if f"> {send}=" in entry.text]
     assert len(sends) >= math.ceil(LARGE / modem.facts.max_send), sends

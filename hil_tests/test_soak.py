@@ -123,9 +123,8 @@ async def test_soak_every_module_at_once(
     soak = Soak(modem_cards, hil_config.soak_seconds)
     senders = [soak.send_up(card, tcp_card.name) for card in modem_cards]
     senders += [soak.send_down(tcp_card, card) for card in modem_cards]
-    receivers = [
-        asyncio.create_task(soak.receive(card)) for card in [tcp_card, *modem_cards]
-    ]
+    listeners: list[AgentCard | BenchCard] = [tcp_card, *modem_cards]
+    receivers = [asyncio.create_task(soak.receive(card)) for card in listeners]
 
     try:
         await asyncio.gather(*senders)

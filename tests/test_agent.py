@@ -2,8 +2,9 @@
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_relayclient_session import V1Relay
@@ -42,7 +43,9 @@ class Screen:
     def say(self, text: str) -> None:
         self.write(text + "\n")
 
-    async def wait_for(self, predicate, within: float = 5) -> list[str]:  # type: ignore[no-untyped-def]
+    async def wait_for(
+        self, predicate: Callable[[list[str]], object], within: float = 5
+    ) -> list[str]:
         async with asyncio.timeout(within):
             while not predicate(self.lines):
                 self._changed.clear()
@@ -53,7 +56,9 @@ class Screen:
 class Card:
     """One agent on one loopback module, fed from a test-controlled stdin."""
 
-    def __init__(self, tmp_path: Path, relay: RelayServer, name: str, **config):  # type: ignore[no-untyped-def]
+    def __init__(
+        self, tmp_path: Path, relay: RelayServer | PortOnly, name: str, **config: Any
+    ) -> None:
         self.path = tmp_path / f"tty-{name}"
         self.path.touch()
         self.log: list[str] = []
@@ -67,6 +72,7 @@ class Card:
             open_modem=self.open_modem,
             bring_up=self.bring_up,
             stdin=self.stdin,
+            # The agent asks for a TextIO but only writes and flushes.
             stdout=self.stdout,  # type: ignore[arg-type]
             status=self.status.say,
         )
@@ -256,7 +262,8 @@ async def test_raw_bridging_carries_a_devices_own_bytes(
     master.close()
     for card in (a, b):
         card.agent.stop()
-        await asyncio.wait_for(card.task, 10)  # type: ignore[arg-type]
+        assert card.task is not None
+        await asyncio.wait_for(card.task, 10)
 
 
 def test_raw_bridging_without_both_ends_is_refused() -> None:
@@ -334,8 +341,8 @@ async def test_end_of_input_delivers_what_is_held_then_exits(
 async def test_a_version_1_relay_gets_version_1_by_itself(tmp_path: Path) -> None:
     relay = V1Relay()
     port = PortOnly(await relay.start())
-    a = await Card(tmp_path, port, "A", to="B").start()  # type: ignore[arg-type]
-    b = await Card(tmp_path, port, "B").start()  # type: ignore[arg-type]
+    a = await Card(tmp_path, port, "A", to="B").start()
+    b = await Card(tmp_path, port, "B").start()
 
     a.type("plain text for a deployed card")
 
@@ -350,7 +357,9 @@ async def test_a_version_1_relay_gets_version_1_by_itself(tmp_path: Path) -> Non
 async def test_garbage_from_the_relay_is_skipped_with_one_warning(
     tmp_path: Path,
 ) -> None:
-    async def garbled(reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+    async def garbled(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         await reader.read(100)
         writer.write(b'{"ok":"connect","proto":2,"heartbeat":30}\n')
         writer.write(b'\xff\xfe garbage\n[1]\n{"from":"Z","message":"still here"}\n')
@@ -361,7 +370,7 @@ async def test_garbage_from_the_relay_is_skipped_with_one_warning(
     port = server.sockets[0].getsockname()[1]
 
     with LogWatch("card[A]: relay line", "modembridge.agent") as watch:
-        a = await Card(tmp_path, PortOnly(port), "A").start()  # type: ignore[arg-type]
+        a = await Card(tmp_path, PortOnly(port), "A").start()
         assert await a.stdout.wait_for(lambda x: x) == ["Z: still here"]
 
     assert [(r.levelname, r.getMessage()) for r in watch.records] == [
@@ -388,7 +397,7 @@ async def test_a_relay_that_stops_acknowledging_counts_as_a_dead_socket(
 
     server = await asyncio.start_server(deaf, "127.0.0.1", 0)
     port = PortOnly(server.sockets[0].getsockname()[1])
-    a = await Card(tmp_path, port, "A", ack_timeout=0.2).start()  # type: ignore[arg-type]
+    a = await Card(tmp_path, port, "A", ack_timeout=0.2).start()
 
     a.type("B: are you there?")
     await a.status.wait_for(lambda x: sum("online" in y for y in x) == 2)
@@ -416,6 +425,7 @@ async def test_waiting_messages_share_module_sends(tmp_path: Path) -> None:
         module.path, "A", ("127.0.0.1", relay.port), to="B", window=20, wire_log=wire
     )
     stdin, status = asyncio.StreamReader(), Screen()
+    # The agent asks for a TextIO but only writes and flushes.
     a = Agent(config, stdin=stdin, stdout=Screen(), status=status.say)  # type: ignore[arg-type]
     task = asyncio.create_task(a.run())
     await status.wait_for(lambda x: any("online" in y for y in x), within=20)

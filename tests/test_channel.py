@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from scriptedpeer import ScriptedPeer
 
 from modembridge.atreader import Payload, Urc
 from modembridge.channel import ATChannel
 from modembridge.errors import CommandRefused, ModemError, ModemTimeout, PortVanished
 from modembridge.wirelog import WIRE
-from tests.scriptedpeer import ScriptedPeer
 
 
 @pytest.fixture

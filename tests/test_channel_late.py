@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+from scriptedpeer import OK, ScriptedPeer
 
 from modembridge.channel import ATChannel
 from modembridge.errors import ModemTimeout
-from tests.scriptedpeer import OK, ScriptedPeer
 
 CSQ = b"\r\n+CSQ: 19,99\r\n" + OK
 CGSN = b"\r\n868822040061788\r\n" + OK

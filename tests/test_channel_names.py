@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 
 import pytest
+from scriptedpeer import ScriptedPeer
 
 from modembridge.channel import ATChannel, modem_name, port_name
 from modembridge.errors import PortVanished
-from tests.scriptedpeer import ScriptedPeer
 
 
 @pytest.mark.parametrize(

@@ -11,11 +11,11 @@ import logging
 from collections.abc import AsyncIterator, Awaitable
 
 import pytest
+from scriptedpeer import ScriptedPeer
 
 from modembridge.channel import ATChannel
 from modembridge.errors import ModemTimeout, PortVanished
 from modembridge.simulator import SimConfig, SimulatedModem
-from tests.scriptedpeer import ScriptedPeer
 
 
 @pytest.fixture

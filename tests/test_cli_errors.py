@@ -14,7 +14,9 @@ import pytest
 MODEMBRIDGE = [sys.executable, "-c", "from modembridge.cli import main; main()"]
 
 
-def modembridge(*args: str, env: dict[str, str] | None = None, timeout: float = 60):
+def modembridge(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> tuple[int, str, str]:
     """Run the command line; returns (exit code, stdout, stderr)."""
     result = subprocess.run(
         [*MODEMBRIDGE, *args],

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from scriptedpeer import OK, ScriptedPeer, script_ec20, script_sim7600
 
 from modembridge import bringup
 from modembridge.bringup import bring_up
@@ -13,7 +14,6 @@ from modembridge.detect import open_modem
 from modembridge.ec20 import Ec20
 from modembridge.errors import ModemTimeout, SimNotReady, UnsupportedModem
 from modembridge.sim7600 import Sim7600
-from tests.scriptedpeer import OK, ScriptedPeer, script_ec20, script_sim7600
 
 
 @pytest.fixture

@@ -6,12 +6,12 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from scriptedpeer import OK, ScriptedPeer, script_ec20
 
 from modembridge.channel import ATChannel
 from modembridge.ec20 import Ec20
 from modembridge.errors import BearerError, PortVanished, SocketError
 from modembridge.modem import EventKind, ModemEvent, SimState
-from tests.scriptedpeer import OK, ScriptedPeer, script_ec20
 
 
 @pytest.fixture

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable
 
 import pytest
+from scriptedpeer import OK, ScriptedPeer, script_ec20, script_sim7600
+from transcript import TRANSCRIPTS, answers
 
 from modembridge import bringup
 from modembridge.bringup import bring_up
@@ -18,8 +20,6 @@ from modembridge.ec20 import Ec20
 from modembridge.errors import BearerError
 from modembridge.modem import EventKind, ModemEvent
 from modembridge.sim7600 import Sim7600
-from tests.scriptedpeer import OK, ScriptedPeer, script_ec20, script_sim7600
-from tests.transcript import TRANSCRIPTS, answers
 
 
 @pytest.fixture

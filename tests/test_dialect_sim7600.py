@@ -7,6 +7,7 @@ import re
 from collections.abc import AsyncIterator
 
 import pytest
+from scriptedpeer import OK, ScriptedPeer, script_sim7600
 
 from modembridge.channel import ATChannel
 from modembridge.errors import (
@@ -17,7 +18,6 @@ from modembridge.errors import (
 )
 from modembridge.modem import EventKind, ModemEvent, RegStat, SimState
 from modembridge.sim7600 import Sim7600
-from tests.scriptedpeer import OK, ScriptedPeer, script_sim7600
 
 
 @pytest.fixture

@@ -12,13 +12,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from transcript import replay
 
 from modembridge.bringup import bring_up
 from modembridge.detect import open_modem
 from modembridge.errors import ModemTimeout, PortVanished
 from modembridge.modem import EventKind, Modem, ModemEvent
 from modembridge.simulator import SimConfig, SimulatedModem
-from tests.transcript import replay
 
 MODELS = ["sim7600", "ec20"]
 

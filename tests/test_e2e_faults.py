@@ -133,7 +133,8 @@ async def test_the_module_is_usable_by_the_next_run(
                 "card A", *MODEMBRIDGE, *args, *flags, stdin=True
             )
             card.write(f"to myself, run {run}")
-            await card.wait_for(lambda c=card: bool(c.out), "message to itself")
+            # Awaited before the loop moves on: the lambda sees this run's card.
+            await card.wait_for(lambda: bool(card.out), "message to itself")  # noqa: B023
             assert card.out == [f"A: to myself, run {run}"]
             assert card.proc.stdin is not None
             card.proc.stdin.close()

@@ -63,7 +63,9 @@ class Process:
         )
         return cls(proc, name)
 
-    async def _collect(self, stream: asyncio.StreamReader | None, into: list[str]):  # type: ignore[no-untyped-def]
+    async def _collect(
+        self, stream: asyncio.StreamReader | None, into: list[str]
+    ) -> None:
         assert stream is not None
         while line := await stream.readline():
             into.append(line.decode(errors="replace").rstrip("\n"))

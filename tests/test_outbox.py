@@ -1,6 +1,7 @@
 """The outbox: in order, kept until acknowledged, bounded, never dropped silently."""
 
 import asyncio
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -17,14 +18,14 @@ class Clock:
         return self.now
 
 
-def make_outbox(**kwargs: object) -> tuple[Outbox, list[tuple[bytes, str]], Clock]:
+def make_outbox(**kwargs: Any) -> tuple[Outbox, list[tuple[bytes, str]], Clock]:
     reports: list[tuple[bytes, str]] = []
     clock = Clock()
 
     def undeliverable(message: Outgoing, reason: str) -> None:
         reports.append((message.data, reason))
 
-    outbox = Outbox(undeliverable, clock=clock, **kwargs)  # type: ignore[arg-type]
+    outbox = Outbox(undeliverable, clock=clock, **kwargs)
     return outbox, reports, clock
 
 
@@ -178,8 +179,8 @@ async def test_expire_forever_reports_on_time_with_a_real_clock() -> None:
     assert reports == ["not sent within 0.05 s"]
 
 
-OPERATIONS = ("put", "put", "send", "send", "ack", "ack", "refuse", "gone", "lost")
-OPERATIONS += ("tick",)
+OPERATIONS: tuple[str, ...] = ("put", "put", "send", "send", "ack", "ack", "refuse")
+OPERATIONS += ("gone", "lost", "tick")
 
 
 @settings(max_examples=300)
@@ -231,6 +232,6 @@ def test_every_message_is_acknowledged_or_reported_exactly_once(
     reported = [data for data, _ in reports]
     assert sorted(acked + reported) == sorted(handed)
     if window == 1:
-        for target in b"BC":
-            to_target = [data for data in acked if data[0] == target]
+        for first_byte in b"BC":
+            to_target = [data for data in acked if data[0] == first_byte]
             assert to_target == sorted(to_target)

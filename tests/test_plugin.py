@@ -449,7 +449,9 @@ def test_junit_has_identity_measurements_and_the_attachment(
 
     cases = {case.get("name"): case for case in ET.parse(report).iter("testcase")}
     for case in cases.values():
-        properties = {p.get("name"): p.get("value") for p in case.iter("property")}
+        properties = {
+            p.attrib["name"]: p.attrib["value"] for p in case.iter("property")
+        }
         assert properties["modem0.model"] == "SIMCOM_SIM7600G-H"
         assert properties["modem0.firmware"]
         assert properties["modem0.imei"] == "***********1788"

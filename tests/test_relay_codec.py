@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import pytest
 from hypothesis import given, settings
@@ -25,7 +26,7 @@ def decode(*chunks: bytes, max_size: int = 64 * 1024) -> list[object]:
     return events
 
 
-def reasons(events: list[object]) -> list[str]:
+def reasons(events: Sequence[object]) -> list[str]:
     return [
         e.reason if isinstance(e, DecodeError) else type(e).__name__ for e in events
     ]

@@ -8,11 +8,11 @@ from hypothesis import strategies as st
 
 from modembridge.relayclient import (
     Ack,
+    Decoded,
     Delivery,
     Heartbeat,
     Pong,
     Refusal,
-    RelayEvent,
     RelayProtocolError,
     V1Decoder,
     V2Decoder,
@@ -20,8 +20,10 @@ from modembridge.relayclient import (
 )
 
 
-def feed_split(decoder: V1Decoder | V2Decoder, data: bytes, cuts: list[int]) -> list:
-    events: list[RelayEvent] = []
+def feed_split(
+    decoder: V1Decoder | V2Decoder, data: bytes, cuts: list[int]
+) -> list[Decoded]:
+    events: list[Decoded] = []
     start = 0
     for cut in sorted(c % (len(data) + 1) for c in cuts):
         events += decoder.feed(data[start:cut])
@@ -32,9 +34,9 @@ def feed_split(decoder: V1Decoder | V2Decoder, data: bytes, cuts: list[int]) -> 
     return events
 
 
-def merged(events: list[RelayEvent]) -> list[RelayEvent]:
+def merged(events: list[Decoded]) -> list[Decoded]:
     """Adjacent v1 deliveries joined: v1 cannot tell them apart anyway."""
-    out: list[RelayEvent] = []
+    out: list[Decoded] = []
     for event in events:
         if out and isinstance(event, Delivery) and isinstance(out[-1], Delivery):
             out[-1] = Delivery(None, out[-1].data + event.data)
@@ -111,7 +113,7 @@ def test_v1_any_split_gives_the_same_events(
 ) -> None:
     data = b"".join(pieces)
 
-    def run(split: list[int]) -> list[RelayEvent]:
+    def run(split: list[int]) -> list[Decoded]:
         decoder = V1Decoder()
         for request_id in range(20):
             decoder.expect_reply(request_id, "B")

@@ -132,7 +132,9 @@ class V1Relay:
         self.server = await asyncio.start_server(self.serve, "127.0.0.1", 0)
         return int(self.server.sockets[0].getsockname()[1])
 
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+    async def serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         buffer = b""
         while data := await reader.read(4096):
             buffer += data
@@ -182,7 +184,9 @@ async def test_falls_back_to_v1_by_itself() -> None:
 
 
 async def test_a_version_1_refusal_split_across_reads_is_reported_whole() -> None:
-    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+    async def refuse(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         await reader.read(100)
         for piece in (b"A", b" not auth", b"orized"):
             writer.write(piece)
@@ -236,7 +240,9 @@ async def test_a_link_that_delivers_one_byte_at_a_time(relay: RelayServer) -> No
 
 
 async def test_a_hostile_relay_yields_our_protocol_error_not_a_crash() -> None:
-    async def hostile(reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+    async def hostile(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         await reader.read(100)
         writer.write(b'{"ok":"connect","proto":2}\n{"from": [1, 2]}\n' + b"x" * 300_000)
         await writer.drain()
@@ -295,7 +301,9 @@ async def test_requests_written_at_once_do_not_interleave() -> None:
 async def connect_to_reply(reply: bytes) -> RelayClient:
     """A client connected to a peer that answers the connect request with ``reply``."""
 
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter):  # type: ignore[no-untyped-def]
+    async def answer(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         await reader.read(200)
         writer.write(reply)
         await writer.drain()

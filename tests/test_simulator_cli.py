@@ -23,7 +23,8 @@ COMMAND = [sys.executable, "-c", "from modembridge.cli import main; main()", "si
 def exchange(port: serial.Serial, line: bytes, until: bytes) -> bytes:
     """Write ``line`` and read until ``until`` (blocking, with the port's timeout)."""
     port.write(line)
-    return port.read_until(until)
+    answer: bytes = port.read_until(until)
+    return answer
 
 
 @contextlib.contextmanager

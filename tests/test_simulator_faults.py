@@ -6,6 +6,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import serial
@@ -14,9 +15,9 @@ from simulator_client import EchoServer, RawClient
 from modembridge.simulator import SimConfig, SimulatedModem
 
 
-async def started(**options: object) -> tuple[SimulatedModem, RawClient]:
+async def started(**options: Any) -> tuple[SimulatedModem, RawClient]:
     """A running module and a client past its boot URCs, echo off."""
-    sim = SimulatedModem(SimConfig(**options))  # type: ignore[arg-type]
+    sim = SimulatedModem(SimConfig(**options))
     await sim.start()
     client = RawClient(sim.path)
     if options.get("boot_time"):

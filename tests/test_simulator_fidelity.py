@@ -22,6 +22,7 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from simulator_client import EchoServer, RawClient
@@ -50,7 +51,7 @@ class Spec:
     """How to replay one recording."""
 
     model: str
-    config: dict[str, object] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
     prelude: tuple[str, ...] = ()
     skip: dict[int, str] = field(default_factory=dict)
     prefix_only: dict[int, str] = field(default_factory=dict)
@@ -171,9 +172,7 @@ class Replay:
     def __init__(self, spec: Spec) -> None:
         self.spec = spec
         self.server = EchoServer()
-        self.sim = SimulatedModem(
-            SimConfig(model=spec.model, **spec.config)  # type: ignore[arg-type]
-        )
+        self.sim = SimulatedModem(SimConfig(model=spec.model, **spec.config))
         self.client: RawClient | None = None
         self.output = b""
 
@@ -437,8 +436,8 @@ async def replay_exchanges(
             continue
         client.write(replay.localised(command).encode("latin-1") + b"\r")
         recorded = exchange.recorded
-        if _prompt_index(recorded) is not None:
-            cut = _prompt_index(recorded) + 1  # type: ignore[operator]
+        if (prompt := _prompt_index(recorded)) is not None:
+            cut = prompt + 1
             await check_lines(replay, client, command, recorded[:cut])
             client.write(b"\x55" * int(command.rsplit(",", 1)[1]))
             recorded = recorded[cut:]

@@ -237,7 +237,9 @@ class Bench:
         return self.modems[-1]
 
 
-async def run_bench(tmp_path: Path, relay: RelayServer) -> tuple[Bench, asyncio.Task]:
+async def run_bench(
+    tmp_path: Path, relay: RelayServer
+) -> tuple[Bench, asyncio.Task[None]]:
     bench = Bench(tmp_path, relay)
     await bench.supervisor.start()
     task = asyncio.create_task(bench.supervisor.run(bench.session))
@@ -246,7 +248,7 @@ async def run_bench(tmp_path: Path, relay: RelayServer) -> tuple[Bench, asyncio.
     return bench, task
 
 
-async def stop(bench: Bench, task: asyncio.Task) -> None:
+async def stop(bench: Bench, task: asyncio.Task[None]) -> None:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     await bench.supervisor.shutdown()

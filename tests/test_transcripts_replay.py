@@ -11,8 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from tests.transcript import TRANSCRIPTS, replay
+from transcript import TRANSCRIPTS, replay
 
 EXPECTED: dict[str, list[str]] = {
     # A compound command line is answered by each of its commands, one final OK.
