@@ -13,7 +13,7 @@ import base64
 import itertools
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,6 @@ from cluster_support import (
     RelayNode,
     SocketCard,
     free_port,
-    require_nats_server,
     start_nodes,
     stop_nodes,
 )
@@ -98,14 +97,6 @@ class Cluster:
         stop_nodes(self.nodes)
         for node in self.nodes:
             print(f"--- relay on port {node.port}:\n{node.log()[-4000:]}")
-
-
-@pytest.fixture
-def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
-    server = NatsServer(require_nats_server(), tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
