@@ -78,8 +78,6 @@ CLOCK_TOLERANCE = 0.5
 
 # At most this many presence probes in flight at once, per lookup.
 _PROBE_BATCH = 100
-# At most this many of one connection's sends cross to other nodes at once.
-_SEND_BATCH = 1024
 
 _SEND, _PROBE = b"S", b"P"
 _DELIVERED, _FAILED = b"+", b"-"
@@ -138,14 +136,6 @@ class LocalCards(Protocol):
 
     def evict(self, name: str) -> None:
         """Close this node's session of ``name``: a newer one connected elsewhere."""
-
-
-class Sender(Protocol):
-    """A card connection whose sends the backplane answers (the relay's connection)."""
-
-    name: str | None
-    proto: int
-    deferred: list[Any] | None
 
 
 class Backplane:
@@ -288,32 +278,9 @@ class Backplane:
             return [Delivery.NOT_CONNECTED] * count, "refused"
         return outcomes, "delivered"
 
-    async def answer_sends(self, connection: Sender, first: Send) -> bytes:
-        """Route ``first`` and the sends queued right behind it; their replies.
-
-        The connection's requests wait while a send crosses to another node. The
-        sends already waiting behind it go too: those for one target travel in one
-        request, in order, and targets on other nodes are asked at the same time.
-        So a card that pipelines pays one round trip a batch, not one a message,
-        and reads its replies in the order of its requests.
-        """
-        waiting = connection.deferred or []
-        count = 0
-        while count < min(len(waiting), _SEND_BATCH - 1):
-            if not isinstance(waiting[count], Send):
-                break
-            count += 1
-        batch = [first, *waiting[:count]]
-        del waiting[:count]
-
-        routed = await self._route(connection.name, batch)
-        return b"".join(
-            _send_reply(connection.proto, send, delivery)
-            for send, delivery in zip(batch, routed, strict=True)
-        )
-
-    async def _route(self, sender: str | None, batch: list[Send]) -> list[Delivery]:
-        """Deliver here what is for cards here by now, the rest through the cluster."""
+    async def route(self, sender: str | None, batch: list[Send]) -> list[Delivery]:
+        """Deliver ``batch`` in order: here what is for cards here by now, the rest
+        through the cluster, each target's in one request; how each send ended."""
         routed: list[Delivery] = [Delivery.NOT_CONNECTED] * len(batch)
         elsewhere: dict[str, list[int]] = {}
         for index, send in enumerate(batch):
@@ -677,7 +644,7 @@ def subject_token(name: str) -> str:
     return "~" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _send_reply(proto: int, send: Send, delivery: Delivery) -> bytes:
+def send_reply(proto: int, send: Send, delivery: Delivery) -> bytes:
     """What the sender reads about ``send``, in its protocol version."""
     if delivery is Delivery.DELIVERED:
         return replies.SEND_SUCCESS if proto == 1 else replies.send_ok(send.id)

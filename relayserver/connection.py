@@ -6,7 +6,8 @@ when the relay flushes after the read.
 
 A connection may owe its card an answer that comes later (a send to a card on another
 relay node, a presence question): while it does, :attr:`CardConnection.deferred`
-holds the requests decoded since, in order, and reading is paused.
+holds the requests decoded since, in order, and :attr:`CardConnection.arrival`, when
+set, is resolved as more arrive.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class CardConnection(asyncio.Protocol):
     __slots__ = (
         "_decoder",
         "_relay",
+        "arrival",
         "closing",
         "deferred",
         "last_tick",
@@ -47,6 +49,7 @@ class CardConnection(asyncio.Protocol):
         self.proto = 1
         self.pending: list[bytes] | None = None
         self.deferred: list[Any] | None = None
+        self.arrival: asyncio.Future[None] | None = None
         self.closing = False
         self.last_tick = 0
         self.why: str | None = None

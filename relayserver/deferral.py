@@ -8,8 +8,9 @@ connection stops reading, the requests already decoded wait in order, and once t
 answer is written they are handled as if they had just arrived.
 
 So a connection has one answer pending at most. Whoever produces the answer may
-take requests from the front of the waiting ones and answer them together (the
-backplane does so with a run of sends), as long as it answers them in order.
+take requests from the front of the waiting ones and answer them together (a
+crossing to other nodes does so with runs of sends), as long as it answers them in
+order, and may write replies itself before it ends.
 """
 
 from __future__ import annotations
@@ -59,10 +60,16 @@ class Deferral:
         self._relay = relay
         self._pending: set[asyncio.Task[None]] = set()
 
-    def answer_later(self, connection: Waiting, answer: Answer) -> None:
-        """Write what ``answer`` returns, then go on with ``connection``'s requests."""
+    def answer_later(
+        self, connection: Waiting, answer: Answer, *, keep_reading: bool = False
+    ) -> None:
+        """Write what ``answer`` returns, then go on with ``connection``'s requests.
+
+        The connection stops reading meanwhile, unless ``keep_reading``: then the
+        answer takes requests from the waiting ones as they come and bounds them.
+        """
         connection.deferred = []
-        if connection.transport is not None:
+        if connection.transport is not None and not keep_reading:
             connection.transport.pause_reading()
         task = asyncio.create_task(self._answer(connection, answer))
         self._pending.add(task)

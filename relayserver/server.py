@@ -49,6 +49,7 @@ from relayserver.requests import (
 
 if TYPE_CHECKING:
     from relayserver.backplane import Backplane
+    from relayserver.crossing import Crossing
     from relayserver.metrics import RelayMetrics
 
 __all__ = ["CardConnection", "Limits", "RelayConfig", "RelayServer"]
@@ -93,6 +94,8 @@ class RelayServer:
         self.node = config.node_name
         self.presence = Presence(self.node, self._holds)
         self.backplane: Backplane | None = None
+        self._crossing: Crossing | None = None
+        self._max_waiting = 0
         self.metrics: RelayMetrics | None = None
         self._auth = Authenticator(config.tokens)
         self._auth_required = self._auth.enabled
@@ -162,9 +165,15 @@ class RelayServer:
             Backplane,
             BackplaneConfig,
         )
+        from relayserver.crossing import (  # noqa: PLC0415 (optional)
+            MAX_WAITING,
+            Crossing,
+        )
 
         config = BackplaneConfig(url=url, node=self.node)
         self.backplane = Backplane(config, self, self.presence, self.metrics)
+        self._crossing = Crossing(self.backplane, self.flush_pending)
+        self._max_waiting = MAX_WAITING
         await self.backplane.start()
 
     async def close(self) -> None:
@@ -234,10 +243,15 @@ class RelayServer:
         if self.metrics is not None:
             for event in events:
                 self.metrics.request_received(type(event).__name__)
-        if connection.deferred is not None:
-            connection.deferred.extend(events)
+        deferred = connection.deferred
+        if deferred is None:
+            self.handle_requests(connection, events)
             return
-        self.handle_requests(connection, events)
+        deferred.extend(events)
+        if connection.arrival is not None and not connection.arrival.done():
+            connection.arrival.set_result(None)
+        if len(deferred) >= self._max_waiting and connection.transport is not None:
+            connection.transport.pause_reading()
 
     def handle_requests(self, connection: CardConnection, events: list[Event]) -> None:
         """Act on ``events`` in order until one must be answered later; the rest
@@ -379,10 +393,10 @@ class RelayServer:
             if self.metrics is not None:
                 self.metrics.message_relayed(len(send.payload))
             return True
-        backplane = self.backplane
-        if backplane is not None and backplane.connected:
-            answer = backplane.answer_sends(connection, send)
-            self._deferral.answer_later(connection, answer)
+        backplane, crossing = self.backplane, self._crossing
+        if backplane is not None and crossing is not None and backplane.connected:
+            answer = crossing.send(connection, send)
+            self._deferral.answer_later(connection, answer, keep_reading=True)
             return False
         self._refuse_send(connection, send, cut_off=backplane is not None)
         return True

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
+import json
 import time
 import urllib.request
 from collections.abc import AsyncIterator
@@ -155,6 +156,38 @@ async def test_pipelined_v1_sends_to_another_node_keep_their_order(
     await a.expect(b"send_success" * 200)
 
     assert b.arrived() == "".join(messages).encode()
+
+
+async def test_a_stream_of_sends_across_nodes_keeps_every_order(
+    cluster: Cluster,
+) -> None:
+    # Many writes while batches are still under way: the relay goes on reading and
+    # sends several batches at once, and still answers in the order of requests.
+    one, two = cluster.start(2)
+    b = await cluster.card(two, "B", proto=2)
+    c = await cluster.card(one, "C", proto=2)
+    await cluster.online(one, "B")
+    a = await cluster.card(one, "A", proto=2)
+    count = 6000
+    requests = [
+        json.dumps({"action": "send", "to": "B", "message": f"m{i}", "id": i})
+        for i in range(count)
+    ]
+    requests.insert(count // 2, '{"action":"ping","id":"half"}')
+    requests.insert(count // 2 + 1, '{"action":"send","to":"C","message":"local"}')
+
+    for start in range(0, len(requests), 250):
+        a.writer.write("".join(requests[start : start + 250]).encode())
+    await a.writer.drain()
+
+    answers = [await a.line() for _ in range(len(requests))]
+    expected: list[dict[str, Any]] = [{"ok": "send", "id": i} for i in range(count)]
+    expected.insert(count // 2, {"ok": "ping", "id": "half"})
+    expected.insert(count // 2 + 1, {"ok": "send"})
+    assert answers == expected
+    assert await c.line() == {"from": "A", "message": "local"}
+    for i in range(count):
+        assert await b.line() == {"from": "A", "message": f"m{i}"}
 
 
 async def test_a_v2_send_to_another_node_is_acknowledged_with_its_id(
