@@ -164,6 +164,8 @@ class Backplane:
         self._tasks: list[asyncio.Task[None]] = []
         self._events: Subscription | None = None
         self._twins: set[str] = set()
+        # Per sender and target card: done once its latest batch may be overtaken.
+        self._turns: dict[tuple[str | None, str], asyncio.Future[None]] = {}
         self._skewed: set[str] = set()
         self._shown_url = shown_url(config.url)
         self._closing = False
@@ -309,14 +311,37 @@ class Backplane:
         indices: list[int],
         routed: list[Delivery],
     ) -> None:
-        """Send ``batch[indices]`` to ``target``'s node, in requests NATS accepts."""
+        """Send ``batch[indices]`` to ``target``'s node, in requests NATS accepts.
+
+        A sender's batches to one target may be under way together, and a large
+        one crosses in several requests, each after the last was answered. So that
+        the holder gets the messages in order, a batch publishes its requests only
+        once the batch before it (from this sender to this target) published its
+        last one: it waits for its turn, and hands the turn on just before its last
+        request, which NATS's client publishes before it first yields.
+        """
         limit = self._nc.max_payload // 2 if self._nc is not None else 1
-        for chunk in _chunks(batch, indices, limit):
-            messages = [(batch[index].payload, batch[index].binary) for index in chunk]
-            deliveries = await self.send_many(target, sender, messages)
-            for index, delivery in zip(chunk, deliveries, strict=True):
-                routed[index] = delivery
-                self._count(batch[index], delivery, "cluster")
+        chunks = list(_chunks(batch, indices, limit))
+        key = (sender, target)
+        before = self._turns.get(key)
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._turns[key] = turn
+        try:
+            if before is not None:
+                await before
+            for number, chunk in enumerate(chunks, 1):
+                if number == len(chunks):
+                    turn.set_result(None)
+                messages = [(batch[i].payload, batch[i].binary) for i in chunk]
+                deliveries = await self.send_many(target, sender, messages)
+                for index, delivery in zip(chunk, deliveries, strict=True):
+                    routed[index] = delivery
+                    self._count(batch[index], delivery, "cluster")
+        finally:
+            if not turn.done():
+                turn.set_result(None)
+            if self._turns.get(key) is turn:
+                del self._turns[key]
 
     def _count(self, send: Send, delivery: Delivery, route: str) -> None:
         metrics = self._metrics
@@ -378,11 +403,25 @@ class Backplane:
         if self._metrics is not None:
             self._metrics.cluster_connected(connected=True)
         await self._subscribe_events()
+        await self._prepare_requests()
         # Whatever others missed while we were away is announced again.
         self._announced.clear()
         now = asyncio.get_running_loop().time()
         self._nodes = dict.fromkeys(self._nodes, now)
         self._changes.put_nowait(None)
+
+    async def _prepare_requests(self) -> None:
+        """Make one request nobody answers, so that the client has its reply
+        subscription ready: from then on it publishes a request before it yields,
+        which keeps the order of requests published one after the other."""
+        nc = self._nc
+        if nc is None:
+            return
+        from nats import errors  # noqa: PLC0415 - the client loads only in a cluster
+
+        subject = f"{self.config.prefix}.ready.{uuid.uuid4().hex}"
+        with contextlib.suppress(errors.Error):
+            await nc.request(subject, b"", timeout=self.config.request_timeout)
 
     async def _link_lost(self) -> None:
         if self._closing:

@@ -37,6 +37,7 @@ class CardConnection(asyncio.Protocol):
         "proto",
         "sender_json",
         "transport",
+        "waiting_bytes",
         "why",
     )
 
@@ -50,6 +51,7 @@ class CardConnection(asyncio.Protocol):
         self.pending: list[bytes] | None = None
         self.deferred: list[Any] | None = None
         self.arrival: asyncio.Future[None] | None = None
+        self.waiting_bytes = 0
         self.closing = False
         self.last_tick = 0
         self.why: str | None = None

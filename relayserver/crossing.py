@@ -6,11 +6,13 @@ version 1 replies are matched to requests by order alone, so while a crossing is
 under way the connection's requests wait in order (:mod:`relayserver.deferral`).
 A :class:`Crossing` works through the sends at their head:
 
-- sends waiting one behind the other go as one batch of up to :data:`BATCH`: those
-  for one target in one request, in order, and targets on several nodes at once;
-- the connection goes on reading meanwhile, until :data:`MAX_WAITING` requests
-  wait, and sends that arrive go out as the next batch without waiting for the
-  earlier ones to be answered, up to :data:`BATCHES_IN_FLIGHT` batches;
+- sends waiting one behind the other go as one batch of up to :data:`BATCH` sends
+  and :data:`BATCH_BYTES`: those for one target in one request, in order, and
+  targets on several nodes at once;
+- the connection goes on reading meanwhile, until :data:`MAX_WAITING` requests or
+  :data:`MAX_WAITING_BYTES` wait, and sends that arrive go out as the next batch
+  without waiting for the earlier ones to be answered, up to
+  :data:`BATCHES_IN_FLIGHT` batches; so a connection holds a few megabytes at most;
 - a batch's replies are written as soon as it and every batch before it are
   answered.
 
@@ -35,12 +37,16 @@ from relayserver.requests import Send
 
 logger = logging.getLogger(__name__)
 
-#: The most sends one batch carries.
+#: The most sends one batch carries, and the most message bytes (a batch holds
+#: one send at least, whatever its size).
 BATCH = 1024
+BATCH_BYTES = 256 * 1024
 #: The most batches of one connection under way at once.
 BATCHES_IN_FLIGHT = 8
-#: A connection stops reading while this many of its requests wait.
+#: A connection stops reading while this many of its requests, or this many bytes
+#: of messages, wait.
 MAX_WAITING = 4 * BATCH
+MAX_WAITING_BYTES = 4 * BATCH_BYTES
 
 Flush = Callable[[CardConnection], None]
 InFlight = deque[tuple[list[Send], "asyncio.Future[list[Delivery]]"]]
@@ -102,14 +108,27 @@ def take_sends(connection: CardConnection, limit: int) -> list[Send]:
     waiting = connection.deferred
     if not waiting:
         return []
-    count, most = 0, min(len(waiting), limit)
-    while count < most and type(waiting[count]) is Send:
+    count, size, most = 0, 0, min(len(waiting), limit)
+    while count < most and size < BATCH_BYTES:
+        send = waiting[count]
+        if type(send) is not Send:
+            break
+        size += len(send.payload)
         count += 1
     batch: list[Send] = waiting[:count]
     del waiting[:count]
-    if count and len(waiting) < MAX_WAITING and connection.transport is not None:
+    connection.waiting_bytes = max(0, connection.waiting_bytes - size)
+    if count and not too_many_waiting(connection) and connection.transport is not None:
         connection.transport.resume_reading()
     return batch
+
+
+def too_many_waiting(connection: CardConnection) -> bool:
+    """Whether the connection should stop reading until some of its requests went."""
+    deferred = connection.deferred
+    return deferred is not None and (
+        len(deferred) >= MAX_WAITING or connection.waiting_bytes >= MAX_WAITING_BYTES
+    )
 
 
 async def _answered_or_more(

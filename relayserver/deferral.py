@@ -30,6 +30,7 @@ class Waiting(Protocol):
 
     transport: asyncio.Transport | None
     deferred: list[Any] | None
+    waiting_bytes: int
     closing: bool
 
     @property
@@ -95,6 +96,7 @@ class Deferral:
             connection.queue(reply)
         self._relay.flush_pending(connection)
         waiting, connection.deferred = connection.deferred, None
+        connection.waiting_bytes = 0
         if connection.transport is not None:
             connection.transport.resume_reading()
         if waiting:

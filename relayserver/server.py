@@ -95,7 +95,9 @@ class RelayServer:
         self.presence = Presence(self.node, self._holds)
         self.backplane: Backplane | None = None
         self._crossing: Crossing | None = None
-        self._max_waiting = 0
+        # Whether a connection waiting for an answer should stop reading: on a
+        # single node the only such answers are presence ones, which stop it anyway.
+        self._too_many_waiting: Callable[[CardConnection], bool] = bool
         self.metrics: RelayMetrics | None = None
         self._auth = Authenticator(config.tokens)
         self._auth_required = self._auth.enabled
@@ -166,14 +168,14 @@ class RelayServer:
             BackplaneConfig,
         )
         from relayserver.crossing import (  # noqa: PLC0415 (optional)
-            MAX_WAITING,
             Crossing,
+            too_many_waiting,
         )
 
         config = BackplaneConfig(url=url, node=self.node)
         self.backplane = Backplane(config, self, self.presence, self.metrics)
         self._crossing = Crossing(self.backplane, self.flush_pending)
-        self._max_waiting = MAX_WAITING
+        self._too_many_waiting = too_many_waiting
         await self.backplane.start()
 
     async def close(self) -> None:
@@ -248,9 +250,12 @@ class RelayServer:
             self.handle_requests(connection, events)
             return
         deferred.extend(events)
+        connection.waiting_bytes += sum(
+            len(event.payload) for event in events if type(event) is Send
+        )
         if connection.arrival is not None and not connection.arrival.done():
             connection.arrival.set_result(None)
-        if len(deferred) >= self._max_waiting and connection.transport is not None:
+        if self._too_many_waiting(connection) and connection.transport is not None:
             connection.transport.pause_reading()
 
     def handle_requests(self, connection: CardConnection, events: list[Event]) -> None:

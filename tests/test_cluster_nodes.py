@@ -26,6 +26,7 @@ from cluster_support import (
     RelayNode,
     SocketCard,
     free_port,
+    require_nats_server,
     start_nodes,
     stop_nodes,
 )
@@ -188,6 +189,40 @@ async def test_a_stream_of_sends_across_nodes_keeps_every_order(
     assert await c.line() == {"from": "A", "message": "local"}
     for i in range(count):
         assert await b.line() == {"from": "A", "message": f"m{i}"}
+
+
+async def test_batches_that_cross_in_several_requests_keep_their_order(
+    tmp_path: Path,
+) -> None:
+    # With a small NATS payload limit a batch of large messages crosses in several
+    # requests, one after the other, while later batches of the card are under way.
+    config = tmp_path / "small.conf"
+    config.write_text("max_payload: 4096\n")
+    small = NatsServer(require_nats_server(), tmp_path, "-c", str(config))
+    small.start()
+    cluster = Cluster(small, tmp_path)
+    try:
+        one, two = cluster.start(2)
+        b = await cluster.card(two, "B", proto=2)
+        await cluster.online(one, "B")
+        a = await cluster.card(one, "A", proto=2)
+        count, pad = 1500, "x" * 900
+        requests = [
+            json.dumps({"action": "send", "to": "B", "message": f"{i}{pad}", "id": i})
+            for i in range(count)
+        ]
+
+        for start in range(0, count, 100):
+            a.writer.write("".join(requests[start : start + 100]).encode())
+        await a.writer.drain()
+
+        answers = [await a.line() for _ in range(count)]
+        assert answers == [{"ok": "send", "id": i} for i in range(count)]
+        received = [(await b.line())["message"] for _ in range(count)]
+        assert received == [f"{i}{pad}" for i in range(count)]
+    finally:
+        await cluster.close()
+        small.stop()
 
 
 async def test_a_v2_send_to_another_node_is_acknowledged_with_its_id(
