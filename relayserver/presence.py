@@ -16,6 +16,7 @@ is reported like any other.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Protocol
@@ -67,6 +68,10 @@ class Presence:
         self._generation: dict[str, int] = {}
         self._watchers: dict[str, set[Watcher]] = {}
         self._watching: dict[Watcher, set[str]] = {}
+        # Names whose holder the cluster is being asked about, each with the
+        # changes heard meanwhile (node, online), applied on top of the answer.
+        self._learning: dict[str, asyncio.Future[None]] = {}
+        self._missed: dict[str, list[tuple[str, bool]]] = {}
 
     def attach_cluster(self, probe: ClusterProbe | None) -> None:
         """Ask ``probe`` about names this node does not hold (``None``: stop)."""
@@ -88,7 +93,17 @@ class Presence:
         if len(watched | set(names)) > MAX_NAMES:
             raise PresenceError("too many names", f"a card watches {MAX_NAMES} at most")
 
-        await self._learn([name for name in names if name not in self._holder])
+        # Names another watch is learning about are learnt once, by that watch.
+        others = {self._learning[name] for name in names if name in self._learning}
+        await self._learn(
+            [
+                name
+                for name in dict.fromkeys(names)
+                if name not in self._holder and name not in self._learning
+            ]
+        )
+        for learnt in others:
+            await asyncio.shield(learnt)
         self._watching.setdefault(watcher, set()).update(names)
         for name in names:
             self._watchers.setdefault(name, set()).add(watcher)
@@ -113,6 +128,8 @@ class Presence:
 
     def card_online(self, name: str, node: str | None = None) -> None:
         """``name`` connected to ``node`` (this node when ``None``)."""
+        if self._missed_while_learning(name, node or self.node, online=True):
+            return
         if name not in self._holder:
             return
         self._bump(name)
@@ -123,6 +140,8 @@ class Presence:
 
     def card_offline(self, name: str, node: str | None = None) -> None:
         """``name`` left ``node``; ignored when another node has taken it since."""
+        if self._missed_while_learning(name, node or self.node, online=False):
+            return
         if self._holder.get(name) != (node or self.node):
             return
         self._bump(name)
@@ -131,6 +150,8 @@ class Presence:
 
     def node_gone(self, node: str) -> None:
         """``node`` stopped answering: every card it held is offline."""
+        for missed in self._missed.values():
+            missed.append((node, False))
         for name, holder in list(self._holder.items()):
             if holder == node:
                 self.card_offline(name, node)
@@ -155,19 +176,34 @@ class Presence:
         return sorted(self._holder)
 
     async def _learn(self, names: Sequence[str]) -> None:
-        """Fill in the holder of newly watched ``names``; unknown counts as offline."""
-        generations = {name: self._generation.get(name, 0) for name in names}
+        """Fill in the holder of newly watched ``names``: what the cluster says,
+        updated by the changes heard while it was asked; unknown counts as offline."""
+        if not names:
+            return
+        learnt = asyncio.get_running_loop().create_future()
         for name in names:
-            self._holder[name] = None
+            self._learning[name] = learnt
+            self._missed[name] = []
+        holders: dict[str, str | None] = {}
         try:
             holders = await self._lookup(names)
         except ClusterUnavailable:
             # Names held here are known anyway; the rest is learnt at the resync.
             holders = {name: self.node for name in names if self._held_here(name)}
-        for name in names:
-            fresh = self._generation.get(name, 0) == generations[name]
-            if fresh and name in self._holder:
-                self._holder[name] = holders.get(name)
+        finally:
+            for name in names:
+                missed = self._missed.pop(name, [])
+                self._holder[name] = _replay(holders.get(name), missed)
+                del self._learning[name]
+            learnt.set_result(None)
+
+    def _missed_while_learning(self, name: str, node: str, *, online: bool) -> bool:
+        """Keep a change of ``name`` heard while its holder is being learnt."""
+        missed = self._missed.get(name)
+        if missed is None:
+            return False
+        missed.append((node, online))
+        return True
 
     async def _lookup(self, names: Sequence[str]) -> dict[str, str | None]:
         """The holder of each name: this node, another one (probed), or ``None``."""
@@ -198,6 +234,16 @@ class Presence:
                 watcher.presence_changed(name, online)
             except Exception:
                 logger.exception("card[%s]: a presence watcher failed", name)
+
+
+def _replay(holder: str | None, changes: list[tuple[str, bool]]) -> str | None:
+    """The holder after ``changes`` (node, online), in order, starting at ``holder``."""
+    for node, online in changes:
+        if online:
+            holder = node
+        elif holder == node:
+            holder = None
+    return holder
 
 
 def check_names(names: Sequence[str]) -> None:

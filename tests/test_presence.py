@@ -226,3 +226,58 @@ async def test_a_watch_while_the_cluster_is_away_knows_this_nodes_cards(
     here.add("A")
 
     assert await presence.watch(Watcher(), ["A", "B"]) == ["A"]
+
+
+class SlowCluster(Cluster):
+    """A cluster whose answers wait until the test lets them go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.answering = asyncio.Event()
+
+    async def probe(self, names: Sequence[str]) -> dict[str, str | None]:
+        answer = await super().probe(names)
+        self.answering.set()
+        await self.release.wait()
+        return answer
+
+
+async def test_two_watches_of_one_name_at_once_both_get_the_truth(
+    presence: Presence,
+) -> None:
+    cluster = SlowCluster()
+    cluster.holders["B"] = "n2"
+    presence.attach_cluster(cluster.probe)
+    one, two = Watcher(), Watcher()
+
+    first = asyncio.create_task(presence.watch(one, ["B"]))
+    await cluster.answering.wait()
+    second = asyncio.create_task(presence.watch(two, ["B"]))
+    await asyncio.sleep(0)
+    cluster.release.set()
+
+    assert await first == ["B"]
+    assert await second == ["B"]
+    assert cluster.asked == [["B"]]
+    presence.card_offline("B", "n2")
+    assert one.changes == two.changes == [("B", False)]
+
+
+async def test_a_change_heard_while_the_cluster_is_asked_is_not_lost(
+    presence: Presence,
+) -> None:
+    cluster = SlowCluster()
+    cluster.holders["B"] = "n2"
+    presence.attach_cluster(cluster.probe)
+    watcher = Watcher()
+
+    watching = asyncio.create_task(presence.watch(watcher, ["B"]))
+    await cluster.answering.wait()
+    # The answer says n2 holds B, but B left n2 before the answer arrives.
+    presence.card_offline("B", "n2")
+    cluster.release.set()
+
+    assert await watching == []
+    presence.card_online("B", "n3")
+    assert watcher.changes == [("B", True)]
