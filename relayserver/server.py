@@ -58,6 +58,12 @@ log = logging.getLogger(__name__)
 
 _PRESENCE_REQUESTS = (Who, Watch, Unwatch)
 
+# How long closing waits for connections to report that they are gone.
+CLOSE_SECONDS = 5.0
+
+# How long a session taken over by a newer one may take to read what it was sent.
+TAKEOVER_GRACE = 5.0
+
 # What a listener returns is ignored, so any callable of (event, card) will do.
 Listener = Callable[[str, str], object]
 
@@ -110,6 +116,7 @@ class RelayServer:
         self._flush_handle: asyncio.Handle | None = None
         self._server: asyncio.Server | None = None
         self._drained: asyncio.Event | None = None
+        self._stopping = False
         self._port = 0
 
     @property
@@ -180,6 +187,7 @@ class RelayServer:
 
     async def close(self) -> None:
         """Stop accepting, close every connection and wait until they are gone."""
+        self._stopping = True
         self._heartbeat.stop()
         if self._round is not None:
             self._round.cancel()
@@ -190,10 +198,16 @@ class RelayServer:
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
-        # Let the transports report connection_lost before the loop may stop.
+        # Let the transports report connection_lost before the loop may stop;
+        # abort what a card connecting meanwhile still holds open.
         if self._connections:
             self._drained = asyncio.Event()
-            await self._drained.wait()
+            try:
+                await asyncio.wait_for(self._drained.wait(), CLOSE_SECONDS)
+            except TimeoutError:
+                for connection in list(self._connections):
+                    connection.drop("the relay is stopping")
+                self._connections.clear()
         await self._deferral.close()
         if self.backplane is not None:
             await self.backplane.close()
@@ -201,7 +215,11 @@ class RelayServer:
             self.metrics.close()
 
     def connection_made(self, connection: CardConnection) -> None:
-        """Admit a new connection unless the connection limit is reached."""
+        """Admit a new connection unless the relay is stopping or the connection
+        limit is reached."""
+        if self._stopping:
+            connection.drop("the relay is stopping")
+            return
         if len(self._connections) >= self.config.limits.max_connections:
             log.warning(
                 "card[%s]: refused, %d connections already open",
@@ -349,7 +367,9 @@ class RelayServer:
         """Close this relay's connection of card ``name``: a newer one is elsewhere."""
         holder = self._registry.get(name)
         if holder is not None:
-            holder.drop("the card connected again on another relay node")
+            holder.flush()
+            why = "the card connected again on another relay node"
+            holder.drain_and_close(why, min(self.config.heartbeat, TAKEOVER_GRACE))
 
     def _holds(self, name: str) -> bool:
         holder = self._registry.get(name)
@@ -444,7 +464,10 @@ class RelayServer:
         self._acknowledge_connect(connection, connect)
         self._log_connect(connection, previous)
         if previous is not None:
-            previous.drop("taken over by a newer connection")
+            # What it was sent before, in this read too, was acknowledged: let it go.
+            previous.flush()
+            grace = min(self.config.heartbeat, TAKEOVER_GRACE)
+            previous.drain_and_close("taken over by a newer connection", grace)
         self._card_online(connect.name)
 
     def _acknowledge_connect(

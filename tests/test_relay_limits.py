@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import threading
+import time
 
 import pytest
 from relayclient_raw import (
@@ -16,6 +19,7 @@ from relayclient_raw import (
 )
 
 from relayserver.limits import Limits
+from relayserver.server import RelayConfig, RelayServer
 
 
 async def test_connections_past_the_limit_are_closed_on_arrival(
@@ -139,3 +143,33 @@ def test_limits_reject_nonsense() -> None:
         Limits(idle_timeout=-1)
     with pytest.raises(ValueError, match="max_request_size"):
         Limits(max_request_size=10)
+
+
+async def test_closing_ends_even_while_cards_keep_connecting() -> None:
+    # A fleet reconnecting while the relay stops must not keep it from stopping.
+    relay = RelayServer(RelayConfig(host="127.0.0.1", port=0, heartbeat=3600))
+    await relay.start()
+    stop, held = threading.Event(), []
+
+    def connect_and_idle() -> None:
+        while not stop.is_set():
+            try:
+                card = socket.create_connection(("127.0.0.1", relay.port), timeout=1)
+                card.sendall(b"{'action':'connect','from':'X%d'}" % len(held))
+                held.append(card)
+            except OSError:
+                time.sleep(0.001)
+
+    threads = [threading.Thread(target=connect_and_idle) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        await asyncio.sleep(0.05)
+        await asyncio.wait_for(relay.close(), 15)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        for card in held:
+            card.close()
+    assert relay.cards() == []

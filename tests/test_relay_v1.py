@@ -146,6 +146,20 @@ async def test_a_newer_connection_takes_the_name_over_and_closes_the_older() -> 
             await card.close()
 
 
+async def test_what_was_acknowledged_still_reaches_the_older_connection() -> None:
+    async with running_relay() as relay:
+        old, new = await open_cards(relay.port, 2)
+        await old.connect("B")
+        # One read: a send to B, acknowledged, then this connection takes B over.
+        await new.request(
+            SEND_B_HI + b"{'action':'connect','from':'B'}",
+            b"send_successconnect_success",
+        )
+        assert await old.closed_by_relay() == b"hi"
+        await new.close()
+        await old.close()
+
+
 async def test_a_disconnect_releases_the_name_at_once() -> None:
     async with running_relay() as relay:
         events = CardEvents(relay)
