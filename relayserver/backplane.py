@@ -164,6 +164,7 @@ class Backplane:
         self._tasks: list[asyncio.Task[None]] = []
         self._events: Subscription | None = None
         self._twins: set[str] = set()
+        self._resync: asyncio.Task[None] | None = None
         # Per sender and target card: done once its latest batch may be overtaken.
         self._turns: dict[tuple[str | None, str], asyncio.Future[None]] = {}
         self._skewed: set[str] = set()
@@ -458,11 +459,26 @@ class Backplane:
             try:
                 for each in names:
                     await self._apply(each)
-                if name is None and self._presence is not None:
-                    await self._presence.resync()
             except Exception as error:  # the link may drop at any step
                 # A broken link is retried as a whole when it is back.
                 logger.debug("cluster[%s]: update failed: %r", self.config.node, error)
+            if name is None:
+                self._resync_presence()
+
+    def _resync_presence(self) -> None:
+        """Ask the cluster about every watched name again, beside the card updates:
+        a slow answer must not hold up the subscriptions of cards connecting."""
+        if self._presence is None:
+            return
+        if self._resync is not None:
+            self._resync.cancel()
+        self._resync = self._spawn(self._resync_quietly(self._presence), "resync")
+
+    async def _resync_quietly(self, presence: Presence) -> None:
+        try:
+            await presence.resync()
+        except Exception as error:  # the link may drop again meanwhile
+            logger.debug("cluster[%s]: resync failed: %r", self.config.node, error)
 
     async def _apply(self, name: str) -> None:
         nc = self._nc
@@ -652,7 +668,12 @@ class Backplane:
     def _spawn(self, work: Any, what: str) -> asyncio.Task[None]:
         task = asyncio.create_task(work, name=f"cluster {self.config.node} {what}")
         self._tasks.append(task)
+        task.add_done_callback(self._forget_task)
         return task
+
+    def _forget_task(self, task: asyncio.Task[None]) -> None:
+        if not self._closing:
+            self._tasks.remove(task)
 
 
 def shown_url(url: str) -> str:
