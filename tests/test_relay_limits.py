@@ -149,7 +149,7 @@ async def test_closing_ends_even_while_cards_keep_connecting() -> None:
     # A fleet reconnecting while the relay stops must not keep it from stopping.
     relay = RelayServer(RelayConfig(host="127.0.0.1", port=0, heartbeat=3600))
     await relay.start()
-    stop, held = threading.Event(), []
+    stop, held = threading.Event(), list[socket.socket]()
 
     def connect_and_idle() -> None:
         while not stop.is_set():
