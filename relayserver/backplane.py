@@ -329,9 +329,10 @@ class Backplane:
         self._turns[key] = turn
         try:
             if before is not None:
-                await before
+                # Shielded: giving up on this batch must not cancel the one before.
+                await asyncio.shield(before)
             for number, chunk in enumerate(chunks, 1):
-                if number == len(chunks):
+                if number == len(chunks) and not turn.done():
                     turn.set_result(None)
                 messages = [(batch[i].payload, batch[i].binary) for i in chunk]
                 deliveries = await self.send_many(target, sender, messages)

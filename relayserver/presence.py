@@ -28,6 +28,9 @@ logger = logging.getLogger(__name__)
 #: The most names one request (``who`` or ``watch``) may carry, and one card watch.
 MAX_NAMES = 1000
 
+# Rounds of learning a watch makes before it takes what this node knows.
+_LEARN_ATTEMPTS = 3
+
 #: Answers, for each name, the node that holds it, or ``None`` when none does.
 ClusterProbe = Callable[[Sequence[str]], Awaitable[dict[str, str | None]]]
 
@@ -93,17 +96,7 @@ class Presence:
         if len(watched | set(names)) > MAX_NAMES:
             raise PresenceError("too many names", f"a card watches {MAX_NAMES} at most")
 
-        # Names another watch is learning about are learnt once, by that watch.
-        others = {self._learning[name] for name in names if name in self._learning}
-        await self._learn(
-            [
-                name
-                for name in dict.fromkeys(names)
-                if name not in self._holder and name not in self._learning
-            ]
-        )
-        for learnt in others:
-            await asyncio.shield(learnt)
+        await self._learn_all(names)
         self._watching.setdefault(watcher, set()).update(names)
         for name in names:
             self._watchers.setdefault(name, set()).add(watcher)
@@ -174,6 +167,27 @@ class Presence:
     def watched(self) -> list[str]:
         """Every name somebody watches, for diagnostics and tests."""
         return sorted(self._holder)
+
+    async def _learn_all(self, names: Sequence[str]) -> None:
+        """Learn the holder of every one of ``names`` not known yet.
+
+        A name another watch is learning about is learnt once, by that watch; if
+        it was forgotten again by the time that ended (its watcher left), it is
+        asked about once more.
+        """
+        for _attempt in range(_LEARN_ATTEMPTS):
+            others = {self._learning[name] for name in names if name in self._learning}
+            await self._learn(
+                [
+                    name
+                    for name in dict.fromkeys(names)
+                    if name not in self._holder and name not in self._learning
+                ]
+            )
+            for learnt in others:
+                await asyncio.shield(learnt)
+            if all(name in self._holder for name in names):
+                return
 
     async def _learn(self, names: Sequence[str]) -> None:
         """Fill in the holder of newly watched ``names``: what the cluster says,

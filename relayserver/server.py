@@ -267,10 +267,7 @@ class RelayServer:
         if deferred is None:
             self.handle_requests(connection, events)
             return
-        deferred.extend(events)
-        connection.waiting_bytes += sum(
-            len(event.payload) for event in events if type(event) is Send
-        )
+        self._wait_behind(connection, events)
         if connection.arrival is not None and not connection.arrival.done():
             connection.arrival.set_result(None)
         if self._too_many_waiting(connection) and connection.transport is not None:
@@ -293,10 +290,17 @@ class RelayServer:
             else:
                 self._malformed(connection, event)  # type: ignore[arg-type]
             if not answered:
-                assert connection.deferred is not None
-                connection.deferred.extend(events[index + 1 :])
+                self._wait_behind(connection, events[index + 1 :])
                 break
         self.flush_pending(connection)
+
+    def _wait_behind(self, connection: CardConnection, events: list[Event]) -> None:
+        """Put ``events`` among the requests waiting for the connection's answer."""
+        assert connection.deferred is not None
+        connection.deferred.extend(events)
+        connection.waiting_bytes += sum(
+            len(event.payload) for event in events if type(event) is Send
+        )
 
     def sends_received(self, connection: CardConnection, run: SendRun) -> bool:
         """Queue a version 1 run of sends and their acknowledgements at once, when

@@ -25,6 +25,7 @@ from relayserver.backplane import (
     subject_token,
 )
 from relayserver.presence import ClusterUnavailable, Presence
+from relayserver.requests import Send
 
 pytestmark = pytest.mark.nats
 
@@ -444,3 +445,36 @@ async def test_a_node_whose_clock_is_far_off_is_named_once(
         "cluster[relay-1]: node far's clock is 5.0 s behind this node's; keep the "
         "nodes' clocks in step (NTP)"
     ]
+
+
+async def test_giving_up_on_a_batch_does_not_break_the_one_before(
+    tmp_path: Path,
+) -> None:
+    # A small payload limit makes the first batch cross in many requests; the
+    # second batch to the same card waits for its turn, and is given up on.
+    config = tmp_path / "small.conf"
+    config.write_text("max_payload: 2048\n")
+    server = NatsServer(require_nats_server(), tmp_path, "-c", str(config))
+    server.start()
+    one, two = Node("relay-1", server.url), Node("relay-2", server.url)
+    try:
+        for node in (one, two):
+            await node.backplane.start()
+        two.connect("T")
+        await reachable(one, "T", "relay-2")
+        big = [Send("T", b"%04d" % i + b"x" * 500) for i in range(200)]
+
+        first = asyncio.create_task(one.backplane.route(None, big))
+        await asyncio.sleep(0)
+        second = asyncio.create_task(one.backplane.route(None, [Send("T", b"late")]))
+        await eventually(lambda: _true_when(bool(two.received.get("T"))))
+        second.cancel()
+
+        assert await first == [Delivery.DELIVERED] * len(big)
+        assert [payload for _, payload, _ in two.received["T"]] == [
+            send.payload for send in big
+        ]
+    finally:
+        for node in (one, two):
+            await node.backplane.close()
+        server.stop()

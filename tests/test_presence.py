@@ -281,3 +281,24 @@ async def test_a_change_heard_while_the_cluster_is_asked_is_not_lost(
     assert await watching == []
     presence.card_online("B", "n3")
     assert watcher.changes == [("B", True)]
+
+
+async def test_a_name_forgotten_while_a_second_watch_waited_is_asked_again(
+    presence: Presence,
+) -> None:
+    cluster = SlowCluster()
+    cluster.holders["B"] = "n2"
+    presence.attach_cluster(cluster.probe)
+    one, two = Watcher(), Watcher()
+    first = asyncio.create_task(presence.watch(one, ["B"]))
+    await cluster.answering.wait()
+    second = asyncio.create_task(presence.watch(two, ["B"]))
+    await asyncio.sleep(0)
+
+    cluster.release.set()
+    assert await first == ["B"]
+    # The first watcher leaves before the second watch resumes: B is forgotten.
+    presence.unwatch(one)
+
+    assert await second == ["B"]
+    assert cluster.asked == [["B"], ["B"]]
