@@ -9,9 +9,9 @@ A :class:`Crossing` works through the sends at their head:
 - sends waiting one behind the other go as one batch of up to :data:`BATCH` sends
   and :data:`BATCH_BYTES`: those for one target in one request, in order, and
   targets on several nodes at once;
-- the connection goes on reading meanwhile, until :data:`MAX_WAITING` requests or
-  :data:`MAX_WAITING_BYTES` wait, and sends that arrive go out as the next batch
-  without waiting for the earlier ones to be answered, up to
+- the connection goes on reading meanwhile, within the deferral's bounds on what
+  may wait (:mod:`relayserver.deferral`), and sends that arrive go out as the next
+  batch without waiting for the earlier ones to be answered, up to
   :data:`BATCHES_IN_FLIGHT` batches; so a connection holds a few megabytes at most;
 - a batch's replies are written as soon as it and every batch before it are
   answered.
@@ -33,6 +33,7 @@ from collections.abc import Callable
 
 from relayserver.backplane import Backplane, Delivery, send_reply
 from relayserver.connection import CardConnection
+from relayserver.deferral import too_many_waiting
 from relayserver.requests import Send
 
 logger = logging.getLogger(__name__)
@@ -43,10 +44,6 @@ BATCH = 1024
 BATCH_BYTES = 256 * 1024
 #: The most batches of one connection under way at once.
 BATCHES_IN_FLIGHT = 8
-#: A connection stops reading while this many of its requests, or this many bytes
-#: of messages, wait.
-MAX_WAITING = 4 * BATCH
-MAX_WAITING_BYTES = 4 * BATCH_BYTES
 
 Flush = Callable[[CardConnection], None]
 InFlight = deque[tuple[list[Send], "asyncio.Future[list[Delivery]]"]]
@@ -121,14 +118,6 @@ def take_sends(connection: CardConnection, limit: int) -> list[Send]:
     if count and not too_many_waiting(connection) and connection.transport is not None:
         connection.transport.resume_reading()
     return batch
-
-
-def too_many_waiting(connection: CardConnection) -> bool:
-    """Whether the connection should stop reading until some of its requests went."""
-    deferred = connection.deferred
-    return deferred is not None and (
-        len(deferred) >= MAX_WAITING or connection.waiting_bytes >= MAX_WAITING_BYTES
-    )
 
 
 async def _answered_or_more(

@@ -10,7 +10,9 @@ answer is written they are handled as if they had just arrived.
 So a connection has one answer pending at most. Whoever produces the answer may
 take requests from the front of the waiting ones and answer them together (a
 crossing to other nodes does so with runs of sends), as long as it answers them in
-order, and may write replies itself before it ends.
+order, and may write replies itself before it ends. Such an answer may let the
+connection go on reading; it stops again while :data:`MAX_WAITING` requests or
+:data:`MAX_WAITING_BYTES` bytes of messages wait.
 """
 
 from __future__ import annotations
@@ -20,9 +22,16 @@ import logging
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
+from relayserver.requests import Send
+
 logger = logging.getLogger(__name__)
 
 Answer = Coroutine[Any, Any, bytes | None]
+
+#: A connection stops reading while this many of its requests, or this many bytes
+#: of messages, wait behind an answer.
+MAX_WAITING = 4096
+MAX_WAITING_BYTES = 1024 * 1024
 
 
 class Waiting(Protocol):
@@ -31,6 +40,7 @@ class Waiting(Protocol):
     transport: asyncio.Transport | None
     deferred: list[Any] | None
     waiting_bytes: int
+    arrival: asyncio.Future[None] | None
     closing: bool
 
     @property
@@ -76,6 +86,19 @@ class Deferral:
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
+    def wait_behind(self, connection: Waiting, events: list[Any]) -> None:
+        """Put ``events`` behind the connection's pending answer, tell the answer
+        that more came, and stop reading when too much waits."""
+        assert connection.deferred is not None
+        connection.deferred.extend(events)
+        connection.waiting_bytes += sum(
+            len(event.payload) for event in events if type(event) is Send
+        )
+        if connection.arrival is not None and not connection.arrival.done():
+            connection.arrival.set_result(None)
+        if too_many_waiting(connection) and connection.transport is not None:
+            connection.transport.pause_reading()
+
     async def close(self) -> None:
         """Give up on every pending answer (the relay is stopping)."""
         for task in list(self._pending):
@@ -101,3 +124,11 @@ class Deferral:
             connection.transport.resume_reading()
         if waiting:
             self._relay.handle_requests(connection, waiting)
+
+
+def too_many_waiting(connection: Waiting) -> bool:
+    """Whether the connection should stop reading until some waiting requests went."""
+    deferred = connection.deferred
+    return deferred is not None and (
+        len(deferred) >= MAX_WAITING or connection.waiting_bytes >= MAX_WAITING_BYTES
+    )

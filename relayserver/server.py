@@ -101,9 +101,6 @@ class RelayServer:
         self.presence = Presence(self.node, self._holds)
         self.backplane: Backplane | None = None
         self._crossing: Crossing | None = None
-        # Whether a connection waiting for an answer should stop reading: on a
-        # single node the only such answers are presence ones, which stop it anyway.
-        self._too_many_waiting: Callable[[CardConnection], bool] = bool
         self.metrics: RelayMetrics | None = None
         self._auth = Authenticator(config.tokens)
         self._auth_required = self._auth.enabled
@@ -174,15 +171,11 @@ class RelayServer:
             Backplane,
             BackplaneConfig,
         )
-        from relayserver.crossing import (  # noqa: PLC0415 (optional)
-            Crossing,
-            too_many_waiting,
-        )
+        from relayserver.crossing import Crossing  # noqa: PLC0415 (optional)
 
         config = BackplaneConfig(url=url, node=self.node)
         self.backplane = Backplane(config, self, self.presence, self.metrics)
         self._crossing = Crossing(self.backplane, self.flush_pending)
-        self._too_many_waiting = too_many_waiting
         await self.backplane.start()
 
     async def close(self) -> None:
@@ -263,15 +256,10 @@ class RelayServer:
         if self.metrics is not None:
             for event in events:
                 self.metrics.request_received(type(event).__name__)
-        deferred = connection.deferred
-        if deferred is None:
+        if connection.deferred is None:
             self.handle_requests(connection, events)
-            return
-        self._wait_behind(connection, events)
-        if connection.arrival is not None and not connection.arrival.done():
-            connection.arrival.set_result(None)
-        if self._too_many_waiting(connection) and connection.transport is not None:
-            connection.transport.pause_reading()
+        else:
+            self._deferral.wait_behind(connection, events)
 
     def handle_requests(self, connection: CardConnection, events: list[Event]) -> None:
         """Act on ``events`` in order until one must be answered later; the rest
@@ -290,17 +278,9 @@ class RelayServer:
             else:
                 self._malformed(connection, event)  # type: ignore[arg-type]
             if not answered:
-                self._wait_behind(connection, events[index + 1 :])
+                self._deferral.wait_behind(connection, events[index + 1 :])
                 break
         self.flush_pending(connection)
-
-    def _wait_behind(self, connection: CardConnection, events: list[Event]) -> None:
-        """Put ``events`` among the requests waiting for the connection's answer."""
-        assert connection.deferred is not None
-        connection.deferred.extend(events)
-        connection.waiting_bytes += sum(
-            len(event.payload) for event in events if type(event) is Send
-        )
 
     def sends_received(self, connection: CardConnection, run: SendRun) -> bool:
         """Queue a version 1 run of sends and their acknowledgements at once, when
@@ -347,11 +327,7 @@ class RelayServer:
     ) -> bool:
         """Write a message to local card ``target`` now; False if no live card here
         holds that name. This is the seam a cluster backplane routes through."""
-        delivered = self._queue_delivery(
-            target, replies.name_json(sender), payload, binary=binary
-        )
-        self.flush_pending()
-        return delivered
+        return self.deliver_all(target, sender, [(payload, binary)])[0]
 
     def deliver_all(
         self, target: str, sender: str | None, messages: Sequence[tuple[bytes, bool]]
@@ -371,9 +347,14 @@ class RelayServer:
         """Close this relay's connection of card ``name``: a newer one is elsewhere."""
         holder = self._registry.get(name)
         if holder is not None:
-            holder.flush()
-            why = "the card connected again on another relay node"
-            holder.drain_and_close(why, min(self.config.heartbeat, TAKEOVER_GRACE))
+            self._retire(holder, "the card connected again on another relay node")
+
+    def _retire(self, connection: CardConnection, why: str) -> None:
+        """Close a session whose name a newer one took: what it was sent before,
+        in this very read too, was acknowledged, so it may read that first."""
+        connection.flush()
+        grace = min(self.config.heartbeat, TAKEOVER_GRACE)
+        connection.drain_and_close(why, grace)
 
     def _holds(self, name: str) -> bool:
         holder = self._registry.get(name)
@@ -468,10 +449,7 @@ class RelayServer:
         self._acknowledge_connect(connection, connect)
         self._log_connect(connection, previous)
         if previous is not None:
-            # What it was sent before, in this read too, was acknowledged: let it go.
-            previous.flush()
-            grace = min(self.config.heartbeat, TAKEOVER_GRACE)
-            previous.drain_and_close("taken over by a newer connection", grace)
+            self._retire(previous, "taken over by a newer connection")
         self._card_online(connect.name)
 
     def _acknowledge_connect(
