@@ -50,9 +50,11 @@ from modembridge.errors import ModemError
 from modembridge.pipe import TcpPipe
 from modembridge.relayclient import (
     Heartbeat,
+    LineFramer,
     RelayClient,
     RelayClosed,
     RelayProtocolError,
+    json_object,
 )
 
 logger = logging.getLogger(__name__)
@@ -128,37 +130,20 @@ class PresenceDecoder:
     """Turns what a version 2 relay writes into replies, changes and heartbeats."""
 
     def __init__(self, max_line: int = MAX_LINE) -> None:
-        self._buffer = bytearray()
-        self._max_line = max_line
-        self._scanned = 0
-        self._skipping = False
+        self._lines = LineFramer(max_line)
 
     def feed(self, data: bytes) -> list[Decoded]:
         """An item or an error for every whole line; an overlong line is skipped."""
-        buffer = self._buffer
-        buffer += data
         decoded: list[Decoded] = []
-        start = 0
-        while (end := buffer.find(b"\n", max(start, self._scanned))) >= 0:
-            line, start = bytes(buffer[start:end]), end + 1
-            if self._skipping:
-                self._skipping = False
+        for line in self._lines.feed(data):
+            if isinstance(line, RelayProtocolError):
+                decoded.append(line)
                 continue
             try:
-                if item := maybe_item(line.strip()):
+                if item := maybe_item(line):
                     decoded.append(item)
             except RelayProtocolError as error:
                 decoded.append(error)
-        del buffer[:start]
-        self._scanned = len(buffer)
-
-        if len(buffer) > self._max_line:
-            buffer.clear()
-            self._scanned = 0
-            if not self._skipping:
-                self._skipping = True
-                limit = self._max_line
-                decoded.append(RelayProtocolError(f"relay line over {limit} bytes"))
         return decoded
 
 
@@ -166,13 +151,7 @@ def maybe_item(line: bytes) -> Item | None:
     """What one line says; None for a blank line, a delivery or an unknown kind."""
     if not line:
         return None
-    try:
-        obj = json.loads(line)
-    except (ValueError, RecursionError) as exc:
-        # ValueError covers bad UTF-8, bad JSON and integers too long to convert.
-        raise RelayProtocolError("relay line is not JSON", line[:80]) from exc
-    if not isinstance(obj, dict):
-        raise RelayProtocolError("relay line is not a JSON object", line[:80])
+    obj = json_object(line, "relay line")
     try:
         return _item_of(obj)
     except (TypeError, ValueError) as exc:

@@ -182,32 +182,64 @@ class V1Decoder:
         return [Refusal(request_id, reason, target)]
 
 
+class LineFramer:
+    """Cuts what a version 2 relay writes into lines, split anywhere on the way.
+
+    Each whole line comes out stripped; a line longer than ``max_line`` is dropped
+    to its end and comes out once as a ``RelayProtocolError``. Bytes are scanned
+    once, however many lines one read holds.
+    """
+
+    def __init__(self, max_line: int = MAX_LINE) -> None:
+        self._buffer = bytearray()
+        self._max_line = max_line
+        self._scanned = 0
+        self._skipping = False
+
+    def feed(self, data: bytes) -> list[bytes | RelayProtocolError]:
+        """Every line ``data`` completes, and the error of an overlong one."""
+        buffer = self._buffer
+        buffer += data
+        lines: list[bytes | RelayProtocolError] = []
+        start = 0
+        while (end := buffer.find(b"\n", max(start, self._scanned))) >= 0:
+            line, start = bytes(buffer[start:end]), end + 1
+            if self._skipping:
+                self._skipping = False
+            else:
+                lines.append(line.strip())
+        del buffer[:start]
+        self._scanned = len(buffer)
+        if len(buffer) > self._max_line:
+            buffer.clear()
+            self._scanned = 0
+            if not self._skipping:
+                self._skipping = True
+                limit = self._max_line
+                lines.append(
+                    RelayProtocolError(f"relay line longer than {limit} bytes")
+                )
+        return lines
+
+
 class V2Decoder:
     """Turns the JSON lines of a version 2 relay into events."""
 
     def __init__(self, max_line: int = MAX_LINE) -> None:
-        self._buffer = b""
-        self._max_line = max_line
-        self._skipping = False
+        self._lines = LineFramer(max_line)
 
     def feed(self, data: bytes) -> list[Decoded]:
         """An event or an error for every whole line; an overlong line is skipped."""
-        self._buffer += data
         decoded: list[Decoded] = []
-        while (end := self._buffer.find(b"\n")) >= 0:
-            line, self._buffer = self._buffer[:end], self._buffer[end + 1 :]
-            if self._skipping:
-                self._skipping = False
+        for line in self._lines.feed(data):
+            if isinstance(line, RelayProtocolError):
+                decoded.append(line)
                 continue
             try:
-                if event := maybe_event(line.strip()):
+                if event := maybe_event(line):
                     decoded.append(event)
             except RelayProtocolError as error:
                 decoded.append(error)
-        if len(self._buffer) > self._max_line:
-            self._buffer, self._skipping = b"", True
-            limit = self._max_line
-            decoded.append(RelayProtocolError(f"relay line longer than {limit} bytes"))
         return decoded
 
 

@@ -456,5 +456,5 @@ def test_an_overlong_line_is_one_error_and_skipped() -> None:
 
     assert len(items) == 2
     assert isinstance(items[0], RelayProtocolError)
-    assert "over 64 bytes" in str(items[0])
+    assert "longer than 64 bytes" in str(items[0])
     assert items[1] == Change("B", online=False)
