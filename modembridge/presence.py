@@ -50,7 +50,7 @@ from modembridge.errors import ModemError
 from modembridge.pipe import TcpPipe
 from modembridge.relayclient import (
     Heartbeat,
-    LineFramer,
+    LineDecoder,
     RelayClient,
     RelayClosed,
     RelayProtocolError,
@@ -126,25 +126,11 @@ Item = Reply | Change | Heartbeat
 Decoded = Item | RelayProtocolError
 
 
-class PresenceDecoder:
+class PresenceDecoder(LineDecoder[Item]):
     """Turns what a version 2 relay writes into replies, changes and heartbeats."""
 
     def __init__(self, max_line: int = MAX_LINE) -> None:
-        self._lines = LineFramer(max_line)
-
-    def feed(self, data: bytes) -> list[Decoded]:
-        """An item or an error for every whole line; an overlong line is skipped."""
-        decoded: list[Decoded] = []
-        for line in self._lines.feed(data):
-            if isinstance(line, RelayProtocolError):
-                decoded.append(line)
-                continue
-            try:
-                if item := maybe_item(line):
-                    decoded.append(item)
-            except RelayProtocolError as error:
-                decoded.append(error)
-        return decoded
+        super().__init__(maybe_item, max_line)
 
 
 def maybe_item(line: bytes) -> Item | None:

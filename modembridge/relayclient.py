@@ -30,7 +30,9 @@ import contextlib
 import json
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from modembridge.errors import ModemError, ModemTimeout, RelayRefused
 from modembridge.pipe import BytePipe
@@ -104,6 +106,7 @@ class Pong:
 
 RelayEvent = Delivery | Ack | Refusal | Heartbeat | Pong
 Decoded = RelayEvent | RelayProtocolError
+Item = TypeVar("Item")
 """What a decoder makes of the bytes: events, and errors in their place in the flow."""
 
 
@@ -182,65 +185,60 @@ class V1Decoder:
         return [Refusal(request_id, reason, target)]
 
 
-class LineFramer:
-    """Cuts what a version 2 relay writes into lines, split anywhere on the way.
+class LineDecoder(Generic[Item]):
+    """Turns the JSON lines of a version 2 relay, split anywhere, into what
+    ``parse`` makes of each (nothing when it returns None).
 
-    Each whole line comes out stripped; a line longer than ``max_line`` is dropped
-    to its end and comes out once as a ``RelayProtocolError``. Bytes are scanned
+    A line ``parse`` refuses, and a line longer than ``max_line`` (dropped to its
+    end), come out as a ``RelayProtocolError`` in their place. Bytes are scanned
     once, however many lines one read holds.
     """
 
-    def __init__(self, max_line: int = MAX_LINE) -> None:
+    def __init__(
+        self, parse: Callable[[bytes], Item | None], max_line: int = MAX_LINE
+    ) -> None:
+        self._parse = parse
         self._buffer = bytearray()
         self._max_line = max_line
         self._scanned = 0
         self._skipping = False
 
-    def feed(self, data: bytes) -> list[bytes | RelayProtocolError]:
-        """Every line ``data`` completes, and the error of an overlong one."""
+    def feed(self, data: bytes) -> list[Item | RelayProtocolError]:
+        """An item or an error for every whole line; an overlong line is skipped."""
         buffer = self._buffer
         buffer += data
-        lines: list[bytes | RelayProtocolError] = []
+        decoded: list[Item | RelayProtocolError] = []
         start = 0
         while (end := buffer.find(b"\n", max(start, self._scanned))) >= 0:
             line, start = bytes(buffer[start:end]), end + 1
             if self._skipping:
                 self._skipping = False
-            else:
-                lines.append(line.strip())
+                continue
+            try:
+                if (item := self._parse(line.strip())) is not None:
+                    decoded.append(item)
+            except RelayProtocolError as error:
+                decoded.append(error)
         del buffer[:start]
         self._scanned = len(buffer)
         if len(buffer) > self._max_line:
-            buffer.clear()
-            self._scanned = 0
-            if not self._skipping:
-                self._skipping = True
-                limit = self._max_line
-                lines.append(
-                    RelayProtocolError(f"relay line longer than {limit} bytes")
-                )
-        return lines
+            self._skip_overlong(decoded)
+        return decoded
+
+    def _skip_overlong(self, decoded: list[Item | RelayProtocolError]) -> None:
+        self._buffer.clear()
+        self._scanned = 0
+        if not self._skipping:
+            self._skipping = True
+            limit = self._max_line
+            decoded.append(RelayProtocolError(f"relay line longer than {limit} bytes"))
 
 
-class V2Decoder:
+class V2Decoder(LineDecoder[RelayEvent]):
     """Turns the JSON lines of a version 2 relay into events."""
 
     def __init__(self, max_line: int = MAX_LINE) -> None:
-        self._lines = LineFramer(max_line)
-
-    def feed(self, data: bytes) -> list[Decoded]:
-        """An event or an error for every whole line; an overlong line is skipped."""
-        decoded: list[Decoded] = []
-        for line in self._lines.feed(data):
-            if isinstance(line, RelayProtocolError):
-                decoded.append(line)
-                continue
-            try:
-                if event := maybe_event(line):
-                    decoded.append(event)
-            except RelayProtocolError as error:
-                decoded.append(error)
-        return decoded
+        super().__init__(maybe_event, max_line)
 
 
 def maybe_event(line: bytes) -> RelayEvent | None:
