@@ -243,12 +243,18 @@ class SlowCluster(Cluster):
         return answer
 
 
+@pytest.fixture
+def cluster(presence: Presence) -> SlowCluster:
+    """A slow cluster in which node n2 holds card B."""
+    slow = SlowCluster()
+    slow.holders["B"] = "n2"
+    presence.attach_cluster(slow.probe)
+    return slow
+
+
 async def test_two_watches_of_one_name_at_once_both_get_the_truth(
-    presence: Presence,
+    presence: Presence, cluster: SlowCluster
 ) -> None:
-    cluster = SlowCluster()
-    cluster.holders["B"] = "n2"
-    presence.attach_cluster(cluster.probe)
     one, two = Watcher(), Watcher()
 
     first = asyncio.create_task(presence.watch(one, ["B"]))
@@ -265,11 +271,8 @@ async def test_two_watches_of_one_name_at_once_both_get_the_truth(
 
 
 async def test_a_change_heard_while_the_cluster_is_asked_is_not_lost(
-    presence: Presence,
+    presence: Presence, cluster: SlowCluster
 ) -> None:
-    cluster = SlowCluster()
-    cluster.holders["B"] = "n2"
-    presence.attach_cluster(cluster.probe)
     watcher = Watcher()
 
     watching = asyncio.create_task(presence.watch(watcher, ["B"]))
@@ -284,11 +287,8 @@ async def test_a_change_heard_while_the_cluster_is_asked_is_not_lost(
 
 
 async def test_a_name_forgotten_while_a_second_watch_waited_is_asked_again(
-    presence: Presence,
+    presence: Presence, cluster: SlowCluster
 ) -> None:
-    cluster = SlowCluster()
-    cluster.holders["B"] = "n2"
-    presence.attach_cluster(cluster.probe)
     one, two = Watcher(), Watcher()
     first = asyncio.create_task(presence.watch(one, ["B"]))
     await cluster.answering.wait()
